@@ -1,0 +1,1 @@
+"""The Flower ClientApp, honest local training, and client-side attacks."""

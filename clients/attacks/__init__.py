@@ -1,0 +1,1 @@
+"""Model-poisoning attacks as pure functions of the benign updates they may see."""

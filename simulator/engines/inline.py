@@ -1,0 +1,229 @@
+"""The inline engine: an in-process Flower ``Grid`` that hands each Message to the ClientApp.
+
+Flower's Ray runtime costs about 30 ms per client task on two cores, which dominates
+small models; this engine costs a function call. It stays honest Flower: the strategy's
+real ``Message``s and ``ArrayRecord``s go to the real ``ClientApp``, replies are real
+reply Messages, and a ClientApp that raises yields an error reply as in Flower's runtimes.
+With ``workers > 0`` the messages of a round are spread over worker processes, each
+holding its own ClientApp (messages are pickled there and back).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import traceback
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+from simulator.seeding import derive_seed
+
+log = logging.getLogger("oleander")
+
+PARTITION_ID_KEY = "partition-id"
+NUM_PARTITIONS_KEY = "num-partitions"
+SERVER_NODE_ID = 1  # flwr.common.constant.SUPERLINK_NODE_ID
+SERVER_TASK_ID = 1
+
+
+def set_task_identity(run_id: int) -> None:
+    """Tell Flower which task this process is, so ``Message(...)`` can be built here.
+
+    ``flwr.app.Message.__init__`` reads ``flwr.supercore.task_identity.TaskIdentity``
+    (run id, node id, task id) to fill an instruction message's metadata. Flower's own
+    runtimes set it before they run a ServerApp (``run_serverapp``, and ``run_simulation``
+    with a dummy task id 1 on the SuperLink node); an in-process Grid must do the same.
+    This is the one place Oleander touches that internal; ``tests/simulator/test_engines``
+    fails loudly if a Flower upgrade moves it.
+    """
+    TaskIdentity.run_id = run_id
+    TaskIdentity.node_id = SERVER_NODE_ID
+    TaskIdentity.task_id = SERVER_TASK_ID
+
+
+def node_ids_for(num_clients: int, run_id: int) -> list[int]:
+    """Distinct random-looking node ids, as Flower assigns them (never 0 or 1)."""
+    ids: list[int] = []
+    taken = {0, SERVER_NODE_ID}
+    for pid in range(num_clients):
+        node = derive_seed(run_id, pid)
+        while node in taken:
+            node += 1
+        taken.add(node)
+        ids.append(node)
+    return ids
+
+
+def _error_reply(message: Message, error: BaseException) -> Message:
+    reason = f"{type(error).__name__}: {error}"
+    log.debug("client task failed:\n%s", "".join(traceback.format_exception(error)))
+    return Message(
+        Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message
+    )
+
+
+def _handle(app: ClientApp, message: Message, context: Context) -> Message:
+    try:
+        reply = app(message, context)
+    except Exception as error:  # a failing client is recorded by the strategy, not fatal
+        reply = _error_reply(message, error)
+    reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+    return reply
+
+
+# Worker processes ----------------------------------------------------------------------
+_WORKER_APP: ClientApp | None = None
+
+
+def _worker_init(factory: Callable[[], ClientApp], threads: int) -> None:
+    global _WORKER_APP
+    torch.set_num_threads(threads)
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    _WORKER_APP = factory()
+
+
+def _worker_handle(batch: list[tuple[Message, Context]]) -> list[Message]:
+    assert _WORKER_APP is not None
+    return [_handle(_WORKER_APP, message, context) for message, context in batch]
+
+
+class InlineGrid(Grid):
+    """A Flower ``Grid`` whose nodes are ClientApps called in this process or in workers."""
+
+    def __init__(
+        self,
+        client_app_factory: Callable[[], ClientApp],
+        num_clients: int,
+        run_id: int = 1,
+        workers: int = 0,
+        worker_threads: int = 1,
+    ) -> None:
+        self._run = Run.create_empty(run_id=run_id)
+        self._factory = client_app_factory
+        self._app = client_app_factory() if workers == 0 else None
+        self._nodes = node_ids_for(num_clients, run_id)
+        self._contexts = {
+            node: Context(
+                run_id=run_id,
+                node_id=node,
+                node_config={PARTITION_ID_KEY: pid, NUM_PARTITIONS_KEY: num_clients},
+                state=RecordDict(),
+                run_config={},
+            )
+            for pid, node in enumerate(self._nodes)
+        }
+        self._replies: dict[str, Message] = {}
+        self._pool: ProcessPoolExecutor | None = None
+        self.workers = workers
+        if workers > 0:
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(client_app_factory, worker_threads),
+            )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    # Grid API ----------------------------------------------------------------------
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self._nodes)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        batch: list[tuple[Message, Context]] = []
+        ids: list[str] = []
+        for message in messages:
+            node = message.metadata.dst_node_id
+            if node not in self._contexts:
+                raise ValueError(f"no node with id {node}")
+            message.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+            ids.append(message.metadata.message_id)
+            batch.append((message, self._contexts[node]))
+        for reply in self._process(batch):
+            self._replies[reply.metadata.reply_to_message_id] = reply
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self.pull_messages(self.push_messages(messages))
+
+    # ------------------------------------------------------------------------------
+    def _process(self, batch: list[tuple[Message, Context]]) -> list[Message]:
+        if self._pool is None:
+            assert self._app is not None
+            return [_handle(self._app, message, context) for message, context in batch]
+        # One contiguous chunk per worker: each pickles the shared payload once per chunk.
+        chunks = [batch[i :: self.workers] for i in range(self.workers)]
+        replies: list[Message] = []
+        for result in self._pool.map(_worker_handle, [c for c in chunks if c]):
+            replies.extend(result)
+        return replies
+
+
+class InlineEngine:
+    """Run the ServerApp in this process over an ``InlineGrid``.
+
+    Parameters
+    ----------
+    workers : int (default: 0)
+        0 runs every client in this process; N > 0 starts N worker processes (one torch
+        thread each) and spreads each round's clients over them.
+    """
+
+    def __init__(self, name: str = "inline", workers: int = 0) -> None:
+        if workers < 0:
+            raise ValueError(f"engine.workers={workers}: must be >= 0")
+        self.name = name
+        self.workers = workers
+
+    def run(
+        self,
+        server_app: ServerApp,
+        client_app_factory: Callable[[], ClientApp],
+        num_clients: int,
+        *,
+        verbose: bool = False,
+    ) -> None:
+        run_id = 1
+        set_task_identity(run_id)
+        grid = InlineGrid(client_app_factory, num_clients, run_id=run_id, workers=self.workers)
+        context = Context(
+            run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config={}
+        )
+        try:
+            server_app(grid, context)
+        finally:
+            grid.close()

@@ -1,0 +1,202 @@
+"""The ``oleander`` command: Hydra entry point for one run or a sweep of runs.
+
+``cli`` checks every override before Hydra creates any output directory (bad input is
+one line on stderr and exit status 2); ``run`` is the Hydra task: load and partition the
+data, build the ServerApp and ClientApp, run them on the chosen engine, and write the
+results into Hydra's output directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from simulator import __version__
+from simulator.config import ConfigError, validate
+from simulator.preflight import CONFIG_DIR, CONFIG_NAME, fail, preflight
+
+log = logging.getLogger("oleander")
+
+MODEL_STREAM = 4
+# Keys that change how a run is executed or shown, never its numbers.
+NON_RESULT_KEYS = ("engine", "progress", "verbose")
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """SHA-256 of the resolved config without the keys that cannot change the results."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    for key in (*NON_RESULT_KEYS, "hydra"):
+        container.pop(key, None)
+    return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()
+
+
+def versions() -> dict[str, str]:
+    found = {"oleander": __version__, "python": platform.python_version()}
+    for package in ("flwr", "torch", "numpy", "hydra-core", "flwr-datasets"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Flower logs every round at INFO; keep it (and Ray) quiet unless asked."""
+    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one simulation described by ``cfg``; return its summary."""
+    import torch
+
+    from clients.app import ClientSpec, make_client_app, train_config_record
+    from simulator.federation import FederationSpec, load_federation
+    from simulator.models import build_model
+    from simulator.progress import RoundProgress
+    from simulator.results import RunRecorder
+    from simulator.seeding import derive_seed
+    from simulator.server_app import ServerPlan, make_server_app
+
+    started = time.perf_counter()
+    validate(cfg)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    quiet_libraries(cfg.verbose)
+    torch.set_num_threads(cfg.torch_threads)
+    container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+
+    federation_spec = FederationSpec(
+        dataset=container["dataset"],
+        partition=container["partition"],
+        num_clients=cfg.num_clients,
+        seed=cfg.seed,
+    )
+    federation = load_federation(federation_spec)
+    data = federation.data
+    initial_model = build_model(
+        instantiate(cfg.model),
+        data.input_shape,
+        data.num_classes,
+        derive_seed(cfg.seed, MODEL_STREAM),
+    )
+    client_spec = ClientSpec(
+        federation=federation_spec,
+        model=container["model"],
+        seed=cfg.seed,
+        device=cfg.device,
+        torch_threads=cfg.torch_threads,
+    )
+    progress = RoundProgress(cfg.num_rounds, enabled=cfg.progress)
+    recorder = RunRecorder(output_dir, cfg.num_rounds, on_round=progress.update)
+
+    def build_strategy(node_to_client: dict[int, int]) -> Any:
+        return instantiate(
+            cfg.strategy,
+            node_to_client=node_to_client,
+            clients_per_round=cfg.clients_per_round,
+            seed=cfg.seed,
+            device=cfg.device,
+            observer=recorder,
+        )
+
+    plan = ServerPlan(
+        initial_model=initial_model,
+        test=data.test,
+        num_clients=cfg.num_clients,
+        num_rounds=cfg.num_rounds,
+        train_config=train_config_record(cfg),
+        build_strategy=build_strategy,
+        on_evaluated=recorder.on_evaluated,
+        device=cfg.device,
+        eval_batch_size=cfg.eval_batch_size,
+    )
+    engine = instantiate(cfg.engine)
+    log.info(
+        "%s: %d clients (%d per round), %d rounds, %s on %s, engine %s -> %s",
+        data.name,
+        cfg.num_clients,
+        cfg.clients_per_round,
+        cfg.num_rounds,
+        cfg.strategy.name,
+        cfg.model.name,
+        engine.name,
+        output_dir,
+    )
+    with progress:
+        engine.run(
+            make_server_app(plan),
+            functools.partial(make_client_app, client_spec),
+            cfg.num_clients,
+            verbose=cfg.verbose,
+        )
+    summary = recorder.summary(
+        {
+            "seed": cfg.seed,
+            "config_digest": config_digest(cfg),
+            "versions": versions(),
+            "engine": engine.name,
+            "dataset": data.name,
+            "strategy": cfg.strategy.name,
+            "model": cfg.model.name,
+            "num_clients": cfg.num_clients,
+            "clients_per_round": cfg.clients_per_round,
+            "threat_model": {
+                "malicious_fraction": cfg.malicious_fraction,
+                "attack": cfg.attack.name,
+                "malicious_clients": [],
+            },
+            "data_note": data.note,
+        }
+    )
+    summary["wall_seconds"] = time.perf_counter() - started
+    recorder.write_summary(summary)
+    log.info(
+        "final accuracy %.4f (best %.4f at round %s) in %.1f s; results in %s",
+        summary["final_accuracy"] or float("nan"),
+        summary["best_accuracy"] or float("nan"),
+        summary["best_round"],
+        summary["wall_seconds"],
+        output_dir,
+    )
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=CONFIG_NAME)
+def hydra_main(cfg: DictConfig) -> float | None:
+    """Hydra's task function: one run, with errors turned into one clear line."""
+    from simulator.data import DataError
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        summary = run(cfg)
+    except (ConfigError, DataError) as error:
+        if multirun:
+            log.error("skipped: %s", error)
+            return None
+        fail(str(error))
+    except KeyboardInterrupt:
+        fail("interrupted", status=130)
+    return summary["final_accuracy"]
+
+
+def cli(argv: Sequence[str] | None = None) -> None:
+    """Console script ``oleander``: check the overrides, then hand over to Hydra."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    preflight(args)
+    sys.argv = [sys.argv[0], *args]
+    hydra_main()

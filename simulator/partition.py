@@ -1,0 +1,424 @@
+"""Partitioners that split a training set among clients: flwr-datasets' and Fang et al.'s.
+
+Every factory here is a Hydra ``_target_`` (with ``_partial_: true``): the YAML holds the
+hyperparameters, and the one call site adds ``num_partitions`` and ``seed``::
+
+    partitioner = hydra.utils.instantiate(cfg.partition)(num_partitions=10, seed=0)
+    indices = partition_indices(train_labels, partitioner, seed=0)
+
+Factories validate their own hyperparameters eagerly (a ``ValueError`` naming the key, the
+value and the constraint), so a config is checked before any data loads.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import warnings
+import zlib
+from typing import Any
+
+import datasets
+import numpy as np
+from flwr_datasets.partitioner import (
+    DirichletPartitioner,
+    IidPartitioner,
+    Partitioner,
+    ShardPartitioner,
+)
+
+from simulator.seeding import derive_seed
+
+__all__ = [
+    "BiasPartitioner",
+    "dirichlet",
+    "iid",
+    "partition_indices",
+    "shard",
+]
+
+
+def _key(text: str) -> int:
+    """A fixed stream key for ``derive_seed``, so partitioning never shares a stream with
+    draws keyed by small integers such as ``(seed, round, client id)``."""
+    return zlib.crc32(text.encode())
+
+
+_SHUFFLE_KEY = _key("partition.shuffle")
+_DIRICHLET_KEY = _key("partition.dirichlet")
+_SHARD_KEY = _key("partition.shard")
+_BIAS_KEY = _key("partition.bias")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_int(key: str, value: Any, minimum: int) -> int:
+    """Return ``value`` as a Python int, or raise ``ValueError`` naming ``partition.<key>``."""
+    if isinstance(value, bool):
+        raise ValueError(f"partition.{key}={value!r}: must be an integer >= {minimum}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"partition.{key}={value!r}: must be an integer >= {minimum}") from None
+    if number < minimum:
+        raise ValueError(f"partition.{key}={value!r}: must be an integer >= {minimum}")
+    return number
+
+
+def _check_float(key: str, value: Any) -> float:
+    """Return ``value`` as a finite float, or raise ``ValueError`` naming ``partition.<key>``."""
+    if isinstance(value, bool):
+        raise ValueError(f"partition.{key}={value!r}: must be a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"partition.{key}={value!r}: must be a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"partition.{key}={value!r}: must be finite")
+    return number
+
+
+def _check_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"partition.{key}={value!r}: must be true or false")
+    return bool(value)
+
+
+# --------------------------------------------------------------------------- factories
+
+
+def iid(num_partitions: int, seed: int, *, name: str = "iid") -> Partitioner:
+    """Uniformly random, equal-size partitions (sizes differ by at most one).
+
+    flwr-datasets' ``IidPartitioner`` cuts the data set into contiguous chunks and has no
+    seed of its own: ``partition_indices`` shuffles the rows first, which is what makes it
+    random. ``seed`` is accepted so every factory has the same call signature; ``name`` is
+    the config's label and is ignored.
+    """
+    del seed, name
+    return IidPartitioner(num_partitions=_check_int("num_partitions", num_partitions, 1))
+
+
+def dirichlet(
+    num_partitions: int,
+    seed: int,
+    alpha: float = 0.5,
+    min_partition_size: int = 2,
+    self_balancing: bool = False,
+    *,
+    name: str = "dirichlet",
+) -> Partitioner:
+    """Label-skewed partitions: each class is split among clients by proportions ~ Dir(alpha).
+
+    As flwr-datasets defines it (Yurochkin et al. 2019): smaller ``alpha`` means more skew.
+    When some client gets fewer than ``min_partition_size`` examples the draw is repeated,
+    up to 10 times, after which flwr-datasets raises ``ValueError``.
+
+    Parameters
+    ----------
+    num_partitions : int
+        Number of clients.
+    seed : int
+        Run seed; the partitioner's own generator is seeded from it.
+    alpha : float (default: 0.5)
+        Dirichlet concentration, > 0.
+    min_partition_size : int (default: 2)
+        Smallest acceptable client data set, >= 0.
+    self_balancing : bool (default: False)
+        Stop giving a client more examples once it holds more than the average (the
+        original paper's code does this; it is not in the paper).
+    name : str
+        The config's label; ignored.
+    """
+    del name
+    num_partitions = _check_int("num_partitions", num_partitions, 1)
+    alpha = _check_float("alpha", alpha)
+    if alpha <= 0:
+        raise ValueError(f"partition.alpha={alpha!r}: must be > 0")
+    min_partition_size = _check_int("min_partition_size", min_partition_size, 0)
+    return DirichletPartitioner(
+        num_partitions=num_partitions,
+        partition_by="label",
+        alpha=alpha,
+        min_partition_size=min_partition_size,
+        self_balancing=_check_bool("self_balancing", self_balancing),
+        shuffle=True,
+        seed=derive_seed(seed, _DIRICHLET_KEY),
+    )
+
+
+def shard(
+    num_partitions: int,
+    seed: int,
+    num_shards_per_partition: int | None = 2,
+    shard_size: int | None = None,
+    *,
+    name: str = "shard",
+) -> Partitioner:
+    """Pathological non-IID split of McMahan et al. 2017, as flwr-datasets defines it.
+
+    The rows are sorted by label and cut into shards of ``shard_size`` consecutive rows;
+    each client gets ``num_shards_per_partition`` random shards, so it sees few classes.
+    With ``shard_size=None`` the size is ``floor(N / (num_partitions *
+    num_shards_per_partition))`` and the ``N mod (num_partitions * num_shards_per_partition)``
+    left-over rows are dropped (flwr-datasets' behaviour): partitions then do not cover
+    every index. With ``num_shards_per_partition=None``, ``shard_size`` is required and
+    clients get as many whole shards as fit (some one more than others).
+
+    Parameters
+    ----------
+    num_partitions : int
+        Number of clients.
+    seed : int
+        Run seed; the partitioner's own generator is seeded from it.
+    num_shards_per_partition : int | None (default: 2)
+        Shards per client (McMahan et al.: 2 shards of 300 MNIST images, 100 clients).
+    shard_size : int | None (default: None)
+        Rows per shard; derived from the data set size when None.
+    name : str
+        The config's label; ignored.
+    """
+    del name
+    num_partitions = _check_int("num_partitions", num_partitions, 1)
+    if num_shards_per_partition is not None:
+        num_shards_per_partition = _check_int(
+            "num_shards_per_partition", num_shards_per_partition, 1
+        )
+    if shard_size is not None:
+        shard_size = _check_int("shard_size", shard_size, 1)
+    if num_shards_per_partition is None and shard_size is None:
+        raise ValueError(
+            "partition.num_shards_per_partition=None and partition.shard_size=None: "
+            "at least one of them must be set"
+        )
+    return ShardPartitioner(
+        num_partitions=num_partitions,
+        partition_by="label",
+        num_shards_per_partition=num_shards_per_partition,
+        shard_size=shard_size,
+        shuffle=True,
+        seed=derive_seed(seed, _SHARD_KEY),
+    )
+
+
+class BiasPartitioner(Partitioner):
+    """Bias-probability split of Fang et al. 2020 (also FLTrust, Cao et al. 2021).
+
+    The clients are split into C groups, one per class, as evenly as possible (the first
+    ``num_partitions mod C`` groups get one client more). Each example with label l goes
+    to group l with probability q = ``bias``, otherwise to one of the other C-1 groups
+    uniformly; then to a client of that group uniformly. Client ids are shuffled at the
+    end so that, e.g., malicious clients drawn as ids 0..f-1 come from mixed groups.
+    q = 1/C is IID; the papers use q = 0.5 for non-IID MNIST. Every example is assigned,
+    so partitions are disjoint and cover the data set; a client may end up empty on a
+    small data set (``partition_indices`` reports it).
+
+    Fewer clients than classes would leave some groups without a client, so it is refused
+    with ``ValueError`` (at construction when ``num_classes`` is given, else when the data
+    set is assigned and C is read from the labels).
+
+    Parameters
+    ----------
+    num_partitions : int
+        Number of clients, >= C.
+    seed : int
+        Run seed; the assignment is a pure function of it and the labels.
+    bias : float (default: 0.5)
+        q, in [0, 1].
+    num_classes : int | None (default: None)
+        C; labels must be integers in [0, C). When None, C = max label + 1.
+    partition_by : str (default: "label")
+        Label column of the data set.
+    name : str
+        The config's label; ignored.
+    """
+
+    def __init__(
+        self,
+        num_partitions: int,
+        seed: int,
+        bias: float = 0.5,
+        num_classes: int | None = None,
+        partition_by: str = "label",
+        *,
+        name: str = "bias",
+    ) -> None:
+        super().__init__()
+        del name
+        self._num_partitions = _check_int("num_partitions", num_partitions, 1)
+        self._seed = int(seed)
+        self._bias = _check_float("bias", bias)
+        if not 0.0 <= self._bias <= 1.0:
+            raise ValueError(f"partition.bias={bias!r}: must be in [0, 1]")
+        self._num_classes = None
+        if num_classes is not None:
+            self._num_classes = _check_int("num_classes", num_classes, 1)
+            self._check_enough_partitions(self._num_classes)
+        if not isinstance(partition_by, str) or not partition_by:
+            raise ValueError(f"partition.partition_by={partition_by!r}: must be a column name")
+        self._partition_by = partition_by
+        self._partition_to_indices: list[np.ndarray] | None = None
+        self._groups: np.ndarray | None = None
+
+    @property
+    def num_partitions(self) -> int:
+        """Total number of partitions."""
+        return self._num_partitions
+
+    @property
+    def bias(self) -> float:
+        """q, the probability that an example goes to its own label's group."""
+        return self._bias
+
+    @property
+    def groups(self) -> np.ndarray:
+        """The class group of every partition id, shape ``(num_partitions,)``.
+
+        Known once the split is computed (``assign`` or ``load_partition``); recorded so a
+        run can say which groups, e.g., its malicious clients came from.
+        """
+        if self._groups is None:
+            raise AttributeError("groups are known once the split is computed")
+        return self._groups
+
+    def load_partition(self, partition_id: int) -> datasets.Dataset:
+        """Rows of ``self.dataset`` assigned to ``partition_id`` (computed once, for all)."""
+        if not 0 <= partition_id < self._num_partitions:
+            raise ValueError(f"partition_id={partition_id}: must be in [0, {self._num_partitions})")
+        return self.dataset.select(self.partition_to_indices()[partition_id])
+
+    def partition_to_indices(self) -> list[np.ndarray]:
+        """Sorted row indices of ``self.dataset`` for every partition id."""
+        if self._partition_to_indices is None:
+            labels = self.dataset.with_format("arrow")[:][self._partition_by].to_numpy()
+            self._partition_to_indices = self.assign(labels)
+        return self._partition_to_indices
+
+    def assign(self, labels: np.ndarray) -> list[np.ndarray]:
+        """The bias split of ``labels`` (shape ``(N,)``): row indices for every partition.
+
+        Pure numpy and independent of ``self.dataset``, so it is cheap to test on its own.
+        """
+        labels = np.asarray(labels)
+        if labels.ndim != 1:
+            raise ValueError(f"labels must be one-dimensional, got shape {labels.shape}")
+        if labels.size and not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+        labels = labels.astype(np.int64, copy=False)
+        if labels.size and labels.min() < 0:
+            raise ValueError(f"labels must be >= 0, found {labels.min()}")
+        num_classes = self._num_classes
+        if num_classes is None:
+            num_classes = int(labels.max()) + 1 if labels.size else 1
+            self._check_enough_partitions(num_classes)
+        elif labels.size and labels.max() >= num_classes:
+            raise ValueError(
+                f"partition.num_classes={num_classes}: found label {labels.max()}, "
+                f"labels must be in [0, {num_classes})"
+            )
+
+        n = labels.shape[0]
+        rng = np.random.default_rng(derive_seed(self._seed, _BIAS_KEY))
+        # Groups of clients, one per class: sizes differ by at most one.
+        group_sizes = np.full(num_classes, self._num_partitions // num_classes, dtype=np.int64)
+        group_sizes[: self._num_partitions % num_classes] += 1
+        group_starts = np.concatenate(([0], np.cumsum(group_sizes)[:-1]))
+        # With probability q the own group, else one of the C-1 others uniformly:
+        # label + 1 + U{0..C-2} (mod C) never hits the label itself.
+        own = rng.random(n) < self._bias  # shape: (N,)
+        other = (labels + 1 + rng.integers(0, max(num_classes - 1, 1), size=n)) % num_classes
+        group = np.where(own, labels, other)  # shape: (N,)
+        client = group_starts[group] + rng.integers(0, group_sizes[group])  # shape: (N,)
+        # Shuffle client ids so that consecutive ids do not share a group.
+        relabel = rng.permutation(self._num_partitions)
+        partition = relabel[client]  # shape: (N,)
+        groups = np.empty(self._num_partitions, dtype=np.int64)
+        groups[relabel] = np.repeat(np.arange(num_classes), group_sizes)
+        self._groups = groups
+
+        order = np.argsort(partition, kind="stable")  # stable: indices stay sorted
+        counts = np.bincount(partition, minlength=self._num_partitions)
+        return np.split(order.astype(np.int64), np.cumsum(counts)[:-1])
+
+    def _check_enough_partitions(self, num_classes: int) -> None:
+        if self._num_partitions < num_classes:
+            raise ValueError(
+                f"partition.num_partitions={self._num_partitions}: the bias split needs at "
+                f"least one client per class group, i.e. >= num_classes={num_classes}"
+            )
+
+
+# --------------------------------------------------------------------------- indices
+
+
+def partition_indices(labels: np.ndarray, partitioner: Partitioner, seed: int) -> list[np.ndarray]:
+    """Split row indices ``0..N-1`` among clients with ``partitioner``.
+
+    The rows are presented to the partitioner in a seeded random order, because
+    flwr-datasets' ``IidPartitioner`` takes contiguous chunks (and other partitioners break
+    ties by row order); the ``idx`` column carries each row's original index back.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer labels, shape ``(N,)``.
+    partitioner : Partitioner
+        A fresh partitioner (a data set can be assigned to it only once).
+    seed : int
+        Run seed for the row shuffle.
+
+    Returns
+    -------
+    list[np.ndarray]
+        For every partition id, the sorted int64 original indices of its rows. They are
+        disjoint; they cover every row except for the shard partitioner's left-overs.
+
+    Raises
+    ------
+    ValueError
+        When some partition is empty, or the partitioner cannot split this data.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be one-dimensional, got shape {labels.shape}")
+    n = labels.shape[0]
+    order = np.random.default_rng(derive_seed(seed, _SHUFFLE_KEY)).permutation(n)
+    table = datasets.Dataset.from_dict(
+        {"label": labels[order].astype(np.int64), "idx": order.astype(np.int64)}
+    )
+    partitioner.dataset = table
+    with warnings.catch_warnings():
+        # datasets' sort (ShardPartitioner sorts by label) trips a pyarrow deprecation notice.
+        warnings.filterwarnings("ignore", message=".*null_placement", category=FutureWarning)
+        try:
+            num_partitions = partitioner.num_partitions  # after the assignment: some need it
+        except ValueError as error:  # flwr-datasets' own checks (e.g. too few rows)
+            raise ValueError(
+                f"{type(partitioner).__name__} cannot split {n} examples: {error}"
+            ) from error
+        if n < num_partitions:
+            raise ValueError(
+                f"{n} examples cannot fill {num_partitions} partitions: use fewer clients"
+            )
+        if isinstance(partitioner, BiasPartitioner):
+            # No round trip through Arrow: its rows map to original indices directly.
+            result = [np.sort(order[rows]) for rows in partitioner.partition_to_indices()]
+        else:
+            result = [
+                np.sort(
+                    partitioner.load_partition(pid)
+                    .with_format("arrow")[:]["idx"]
+                    .to_numpy()
+                    .astype(np.int64)
+                )
+                for pid in range(num_partitions)
+            ]
+    empty = [pid for pid, idx in enumerate(result) if idx.size == 0]
+    if empty:
+        raise ValueError(
+            f"partition {empty[0]} of {num_partitions} is empty ({len(empty)} empty in all, "
+            f"{n} examples, {type(partitioner).__name__}): use fewer clients, "
+            "or a partition that spreads data more evenly (e.g. a larger alpha)"
+        )
+    return result

@@ -1,0 +1,157 @@
+"""Check the command line before Hydra starts: bad input never creates an output directory.
+
+Every override is parsed and every point of a sweep that differs in one value is composed
+and validated. A failure is printed as one line naming the key, the value and the
+constraint, and the process exits with status 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from simulator.config import ConfigError, validate
+
+CONFIG_NAME = "config"
+# Flags after which Hydra only prints something (help, config, shell completion).
+_INFO_FLAGS = {
+    "-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info",
+    "-sc", "--shell-completion", "-p", "--package", "--resolve",
+    "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
+}  # fmt: skip
+
+
+def _config_dir() -> str:
+    """``conf/``: packaged as ``simulator/conf`` when installed, or the repository's own."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / f"{CONFIG_NAME}.yaml").is_file():
+            return str(candidate)
+    raise RuntimeError(f"Oleander's conf/ directory is missing (looked beside {here})")
+
+
+CONFIG_DIR = _config_dir()
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    """Print ``oleander: error: message`` on stderr and exit (no traceback)."""
+    print(f"oleander: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+
+
+def _known_keys() -> list[str]:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=CONFIG_NAME)
+    keys: list[str] = []
+
+    def walk(node: DictConfig, prefix: str) -> None:
+        for key in node:
+            keys.append(f"{prefix}{key}")
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                walk(child, f"{prefix}{key}.")
+
+    walk(cfg, "")
+    return keys
+
+
+def composition_message(error: Exception) -> str:
+    """One line for a Hydra composition error: the key, the value, the constraint."""
+    text = str(error)
+    if isinstance(error, MissingConfigException) or "Could not find" in text:
+        found = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+        options = re.findall(r"^\t(\S+)$", text, flags=re.MULTILINE)
+        if found:
+            group, value = found.groups()
+            choice = f": choose one of {', '.join(options)}" if options else ""
+            return f"{group}={value}: no such {group}{choice}"
+        return _first_line(text)
+    cause = error.__cause__
+    if "Could not override" in text or "Could not append" in text:
+        key = re.search(r"override '([^']+)'", text)
+        name = key.group(1) if key else "?"
+        close = difflib.get_close_matches(name, _known_keys(), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"{name}: no such key{hint}"
+    if "Error merging override" in text and isinstance(cause, OmegaConfBaseException):
+        override = text.split("Error merging override", 1)[1].strip()
+        key = getattr(cause, "full_key", None) or override.split("=", 1)[0]
+        value = override.split("=", 1)[1] if "=" in override else "?"
+        reason = _first_line(str(cause))
+        converted = re.search(r"could not be converted to (\w+)", reason)
+        if converted:
+            reason = f"must be of type {converted.group(1).lower()}"
+        return f"{key}={value}: {reason}"
+    return _first_line(text)
+
+
+def _points(overrides: list[str]) -> list[list[str]]:
+    """Override lists to check: the first value of every sweep, then each other value alone."""
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except HydraException as error:
+        raise ConfigError(_first_line(str(error))) from None
+    choices: list[list[str]] = []
+    for override in parsed:
+        if override.is_sweep_override():
+            try:
+                values = list(override.sweep_string_iterator())
+            except Exception:  # interval sweeps (optimisers) have no finite list of values
+                return []
+            key = override.get_key_element()
+            choices.append([f"{key}={value}" for value in values])
+        else:
+            choices.append([override.input_line])
+    base = [c[0] for c in choices]
+    points = [base]
+    for i, options in enumerate(choices):
+        for option in options[1:]:
+            points.append([*base[:i], option, *base[i + 1 :]])
+    return points
+
+
+def check_point(overrides: list[str]) -> DictConfig:
+    """Compose ``conf/`` with ``overrides`` and validate it; ``ConfigError`` if it fails."""
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name=CONFIG_NAME, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(composition_message(error)) from None
+    validate(cfg)
+    return cfg
+
+
+def preflight(args: Sequence[str]) -> None:
+    """Exit with status 2 and one line if the command line cannot run; else return."""
+    if any(arg.split("=", 1)[0] in _INFO_FLAGS for arg in args):
+        return
+    multirun = any(arg in ("-m", "--multirun") for arg in args)
+    overrides = [arg for arg in args if not arg.startswith("-")]
+    try:
+        points = _points(overrides)
+        for point in points:
+            try:
+                check_point(point)
+            except ConfigError as error:
+                # In a sweep, values that fit alone but not together are skipped points.
+                if not (multirun and error.combination):
+                    raise
+    except ConfigError as error:
+        fail(str(error))
+    except Exception as error:
+        fail(_first_line(str(error)) or type(error).__name__)

@@ -1,0 +1,180 @@
+"""Per-round results of one run, written only inside the run's output directory.
+
+``rounds.csv`` and ``clients.csv`` are rewritten whole after every round through a
+temporary file and a rename, so a killed run never leaves a half-written file;
+``summary.json`` is written last, the same way, so its presence means the run finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from strategies.flower import RoundReport
+
+ROUND_COLUMNS = (
+    "round",
+    "test_accuracy",
+    "test_loss",
+    "train_loss",
+    "clients_sampled",
+    "clients_trained",
+    "failures",
+    "rejected",
+    "round_seconds",
+    "aggregation_seconds",
+    "note",
+)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+CLIENT_COLUMNS = ("round", "client", "num_examples", "train_loss", "update_norm", "weight")
+
+
+def atomic_write_text(path: Path, text: str, *, durable: bool = False) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A killed process leaves either the old file or the new one, never half of one.
+    ``durable`` adds an fsync, for files that must also survive a power loss.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for everyone to read
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _csv_text(columns: tuple[str, ...], rows: list[dict[str, Any]], header: bool = True) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in columns})
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return value
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
+
+
+class RunRecorder:
+    """Collects what each round did and writes the run's files.
+
+    The strategy reports round starts and aggregations (``RoundObserver``); the server's
+    evaluation reports accuracy and loss, which closes the round's row.
+    """
+
+    def __init__(
+        self,
+        output_dir: Path,
+        num_rounds: int,
+        on_round: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.num_rounds = num_rounds
+        self.on_round = on_round
+        self.rounds: list[dict[str, Any]] = []
+        self.clients_written = 0
+        # clients.csv grows by n rows a round: keep its rendered text rather than re-render.
+        self._clients_text = _csv_text(CLIENT_COLUMNS, [])
+        self._new_clients: list[dict[str, Any]] = []
+        self._round_start: float | None = None
+        self._pending: RoundReport | None = None
+        self.started = time.perf_counter()
+
+    # RoundObserver -----------------------------------------------------------------
+    def on_round_start(self, server_round: int) -> None:
+        self._round_start = time.perf_counter()
+        self._pending = None
+
+    def on_aggregated(self, report: RoundReport) -> None:
+        self._pending = report
+        weights = report.weights or [None] * len(report.client_ids)
+        for i, client in enumerate(report.client_ids):
+            self._new_clients.append(
+                {
+                    "round": report.server_round,
+                    "client": client,
+                    "num_examples": report.num_examples[i],
+                    "train_loss": report.train_losses[i],
+                    "update_norm": report.update_norms[i],
+                    "weight": weights[i],
+                }
+            )
+
+    # Server evaluation -------------------------------------------------------------
+    def on_evaluated(self, server_round: int, accuracy: float, loss: float) -> None:
+        row: dict[str, Any] = {"round": server_round, "test_accuracy": accuracy, "test_loss": loss}
+        report = self._pending
+        if server_round > 0 and report is not None:
+            row.update(
+                train_loss=report.train_loss,
+                clients_sampled=len(report.sampled),
+                clients_trained=len(report.client_ids),
+                failures=len(report.failures),
+                rejected=len(report.rejected),
+                aggregation_seconds=report.aggregation_seconds,
+                note=report.note,
+            )
+        if server_round > 0 and self._round_start is not None:
+            row["round_seconds"] = time.perf_counter() - self._round_start
+        self.rounds.append(row)
+        self._write_tables()
+        if self.on_round is not None:
+            self.on_round(server_round, accuracy)
+
+    def _write_tables(self) -> None:
+        self._clients_text += _csv_text(CLIENT_COLUMNS, self._new_clients, header=False)
+        self.clients_written += len(self._new_clients)
+        self._new_clients = []
+        atomic_write_text(self.output_dir / "rounds.csv", _csv_text(ROUND_COLUMNS, self.rounds))
+        atomic_write_text(self.output_dir / "clients.csv", self._clients_text)
+
+    # End of run --------------------------------------------------------------------
+    def summary(self, extra: dict[str, Any]) -> dict[str, Any]:
+        trained = [r for r in self.rounds if r["round"] > 0]
+        final = trained[-1] if trained else (self.rounds[-1] if self.rounds else {})
+        best = max(trained, key=lambda r: r["test_accuracy"], default=final)
+        return {
+            "final_accuracy": _finite_or_none(final.get("test_accuracy")),
+            "final_loss": _finite_or_none(final.get("test_loss")),
+            "best_accuracy": _finite_or_none(best.get("test_accuracy")),
+            "best_round": best.get("round"),
+            "initial_accuracy": _finite_or_none(
+                self.rounds[0]["test_accuracy"] if self.rounds else None
+            ),
+            "rounds": len(trained),
+            "wall_seconds": time.perf_counter() - self.started,
+            **extra,
+        }
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        path = self.output_dir / "summary.json"
+        text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+        atomic_write_text(path, text, durable=True)
+        return path

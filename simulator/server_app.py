@@ -1,0 +1,115 @@
+"""The Flower ServerApp: find the clients, then run the strategy with server-side evaluation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
+from torch import nn
+
+from clients.app import CLIENT_ID_KEY
+from clients.training import evaluate
+from simulator.data import DataSplit
+
+log = logging.getLogger("oleander")
+
+
+class ClientDiscoveryError(RuntimeError):
+    """The nodes on the grid do not answer as the configured clients."""
+
+
+def discover_clients(grid: Grid, num_clients: int, timeout: float = 300.0) -> dict[int, int]:
+    """Map Flower node ids to Oleander client ids by asking every node (a ``query`` message).
+
+    Flower's runtimes give nodes random ids and keep the partition id on the node side;
+    asking makes sampling by client id, and so results, identical on every engine.
+    """
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < num_clients:
+        if time.monotonic() > deadline:
+            raise ClientDiscoveryError(
+                f"only {len(nodes)} of {num_clients} client nodes connected in {timeout:.0f} s"
+            )
+        time.sleep(0.05)
+    messages = [
+        Message(RecordDict({"config": ConfigRecord()}), node, MessageType.QUERY) for node in nodes
+    ]
+    mapping: dict[int, int] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        if reply.has_error():
+            raise ClientDiscoveryError(
+                f"node {reply.metadata.src_node_id} failed to identify itself: {reply.error.reason}"
+            )
+        identity = next(iter(reply.content.config_records.values()))
+        mapping[reply.metadata.src_node_id] = int(identity[CLIENT_ID_KEY])  # type: ignore[arg-type]
+    if sorted(mapping.values()) != list(range(num_clients)):
+        raise ClientDiscoveryError(
+            f"expected client ids 0..{num_clients - 1}, nodes answered {sorted(mapping.values())}"
+        )
+    return mapping
+
+
+@dataclass
+class ServerPlan:
+    """What the ServerApp needs, built by the entry point before any engine starts."""
+
+    initial_model: nn.Module  # also used for evaluation: its weights are overwritten
+    test: DataSplit
+    num_clients: int
+    num_rounds: int
+    train_config: ConfigRecord
+    build_strategy: Callable[[dict[int, int]], Strategy]
+    on_evaluated: Callable[[int, float, float], None]
+    device: str = "cpu"
+    eval_batch_size: int = 1024
+    round_timeout: float = 3600.0
+
+
+def make_server_app(plan: ServerPlan) -> ServerApp:
+    """A ServerApp whose main discovers the clients and runs ``plan``'s strategy."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_server(grid, plan)
+
+    return app
+
+
+def run_server(grid: Grid, plan: ServerPlan) -> Any:
+    """Discover the clients, then ``Strategy.start`` with centralized evaluation each round."""
+    node_to_client = discover_clients(grid, plan.num_clients)
+    strategy = plan.build_strategy(node_to_client)
+    model = plan.initial_model.to(plan.device)
+    initial = ArrayRecord(model.state_dict())
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        model.load_state_dict(arrays.to_torch_state_dict())
+        metrics = evaluate(
+            model, plan.test.x, plan.test.y, batch_size=plan.eval_batch_size, device=plan.device
+        )
+        plan.on_evaluated(server_round, float(metrics["accuracy"]), float(metrics["loss"]))
+        return MetricRecord({"accuracy": metrics["accuracy"], "loss": metrics["loss"]})
+
+    return strategy.start(
+        grid=grid,
+        initial_arrays=initial,
+        num_rounds=plan.num_rounds,
+        timeout=plan.round_timeout,
+        train_config=plan.train_config,
+        evaluate_fn=evaluate_fn,
+    )

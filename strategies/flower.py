@@ -1,0 +1,293 @@
+"""The one adapter between Flower's message-API strategies and Oleander's pure rules.
+
+``RobustStrategy`` keeps Flower's ``FedAvg`` message flow (``Strategy.start`` drives it)
+and overrides only client sampling (seeded, by client id) and ``aggregate_train``: the
+replies are ordered by client id, stacked into an ``(n, d)`` matrix of updates (client
+weights minus global weights), checked row by row, and handed to a rule from
+``strategies``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from logging import INFO
+from typing import Protocol
+
+import numpy as np
+import torch
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore import log
+
+from simulator.seeding import numpy_generator
+from strategies.base import Aggregate
+
+# Stream keys for derive_seed, so each kind of draw has its own stream.
+SAMPLING_STREAM = 1
+
+NUM_EXAMPLES_KEY = "num-examples"
+TRAIN_LOSS_KEY = "train_loss"
+
+
+@dataclass(frozen=True)
+class ArrayLayout:
+    """Names, shapes and dtypes of a model's arrays, to flatten and rebuild them."""
+
+    keys: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[np.dtype, ...]
+
+    @classmethod
+    def of(cls, record: ArrayRecord) -> ArrayLayout:
+        arrays = [record[k].numpy() for k in record]
+        return cls(
+            keys=tuple(record.keys()),
+            shapes=tuple(a.shape for a in arrays),
+            dtypes=tuple(a.dtype for a in arrays),
+        )
+
+    @property
+    def size(self) -> int:
+        return int(sum(int(np.prod(s)) for s in self.shapes))
+
+    def flatten(self, record: ArrayRecord) -> torch.Tensor:
+        """One float32 vector of every array in layout order; ``ValueError`` if mis-shaped."""
+        if tuple(record.keys()) != self.keys:
+            missing = sorted(set(self.keys) - set(record.keys()))
+            extra = sorted(set(record.keys()) - set(self.keys))
+            raise ValueError(f"arrays do not match the model: missing {missing}, extra {extra}")
+        parts = []
+        for key, shape in zip(self.keys, self.shapes, strict=True):
+            array = record[key].numpy()
+            if array.shape != shape:
+                raise ValueError(f"array {key!r} has shape {array.shape}, the model {shape}")
+            parts.append(torch.from_numpy(np.asarray(array, dtype=np.float32)).reshape(-1))
+        # shape: (d,)
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def unflatten(self, vector: torch.Tensor) -> ArrayRecord:
+        """Inverse of ``flatten``, casting each array back to its own dtype."""
+        flat = vector.detach().to("cpu", torch.float32).numpy()
+        record = ArrayRecord()
+        offset = 0
+        for key, shape, dtype in zip(self.keys, self.shapes, self.dtypes, strict=True):
+            size = int(np.prod(shape))
+            record[key] = Array(flat[offset : offset + size].reshape(shape).astype(dtype))
+            offset += size
+        return record
+
+
+@dataclass
+class RoundReport:
+    """What one round's aggregation saw and did, for ``clients.csv`` and ``rounds.csv``."""
+
+    server_round: int
+    sampled: list[int]
+    client_ids: list[int] = field(default_factory=list)  # accepted rows, ascending id
+    num_examples: list[int] = field(default_factory=list)
+    train_losses: list[float] = field(default_factory=list)
+    update_norms: list[float] = field(default_factory=list)
+    weights: list[float] | None = None
+    failures: dict[int, str] = field(default_factory=dict)  # client id -> error reason
+    rejected: dict[int, str] = field(default_factory=dict)  # client id -> why
+    aggregation_seconds: float = 0.0
+    note: str = ""
+
+    @property
+    def train_loss(self) -> float:
+        """Example-weighted mean training loss over the accepted replies (NaN if none)."""
+        total = sum(self.num_examples)
+        if not total:
+            return float("nan")
+        pairs = zip(self.num_examples, self.train_losses, strict=True)
+        return sum(n * loss for n, loss in pairs) / total
+
+
+class RoundObserver(Protocol):
+    """Receives what the strategy saw each round (the results recorder implements it)."""
+
+    def on_round_start(self, server_round: int) -> None: ...
+
+    def on_aggregated(self, report: RoundReport) -> None: ...
+
+
+def sample_clients(seed: int, server_round: int, num_clients: int, per_round: int) -> list[int]:
+    """The client ids that train in a round: a seeded draw without replacement, ascending."""
+    if per_round >= num_clients:
+        return list(range(num_clients))
+    rng = numpy_generator(seed, SAMPLING_STREAM, server_round)
+    return sorted(int(c) for c in rng.choice(num_clients, size=per_round, replace=False))
+
+
+class RobustStrategy(FedAvg):
+    """Flower's FedAvg message flow around a robust rule over stacked client updates.
+
+    Parameters
+    ----------
+    rule : Callable[..., Aggregate]
+        A function from ``strategies`` (usually a Hydra partial carrying its
+        hyperparameters) called as ``rule(updates, **extra)``.
+    node_to_client : Mapping[int, int]
+        Flower node id -> Oleander client id (found by the ServerApp at start).
+    clients_per_round : int
+        Clients sampled each round (seeded by ``(seed, round)``).
+    seed : int
+        Run seed.
+    server_lr : float (default: 1.0)
+        The global model moves by ``server_lr`` times the aggregated update.
+    weight_by_examples : bool (default: False)
+        Pass the clients' reported example counts to the rule as ``weights`` (FedAvg).
+        Off for robust rules: the counts are attacker-controlled.
+    device : str (default: "cpu")
+        Where the update matrix is stacked and aggregated.
+    observer : RoundObserver | None (default: None)
+        Told when each round starts and what its aggregation did.
+    name : str (default: "fedavg")
+        The rule's name, for logs and results.
+    """
+
+    def __init__(
+        self,
+        rule: Callable[..., Aggregate],
+        *,
+        node_to_client: Mapping[int, int],
+        clients_per_round: int,
+        seed: int,
+        server_lr: float = 1.0,
+        weight_by_examples: bool = False,
+        device: str = "cpu",
+        observer: RoundObserver | None = None,
+        name: str = "fedavg",
+    ) -> None:
+        num_clients = len(node_to_client)
+        super().__init__(
+            fraction_train=clients_per_round / num_clients,
+            fraction_evaluate=0.0,  # evaluation is centralised, on the server's test set
+            min_train_nodes=clients_per_round,
+            min_evaluate_nodes=0,
+            min_available_nodes=num_clients,
+        )
+        self.rule = rule
+        self.name = name
+        self.node_to_client = dict(node_to_client)
+        self.client_to_node = {c: n for n, c in self.node_to_client.items()}
+        self.num_clients = num_clients
+        self.clients_per_round = clients_per_round
+        self.seed = seed
+        self.server_lr = server_lr
+        self.weight_by_examples = weight_by_examples
+        self.device = torch.device(device)
+        self.observer = observer
+        self._global: ArrayRecord | None = None
+        self._sampled: list[int] = []
+
+    def summary(self) -> None:
+        log(INFO, "\t├──> Rule: %s, server lr %s", self.name, self.server_lr)
+        log(INFO, "\t└──> Clients: %d per round of %d", self.clients_per_round, self.num_clients)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Send the global model to this round's seeded sample of clients."""
+        if self.observer is not None:
+            self.observer.on_round_start(server_round)
+        self._global = arrays
+        self._sampled = sample_clients(
+            self.seed, server_round, self.num_clients, self.clients_per_round
+        )
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        nodes = [self.client_to_node[c] for c in self._sampled]
+        return self._construct_messages(record, nodes, MessageType.TRAIN)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Stack, check and aggregate the replies; ``(None, None)`` keeps the global model."""
+        start = time.perf_counter()
+        if self._global is None:
+            raise RuntimeError("aggregate_train called before configure_train")
+        report = RoundReport(server_round=server_round, sampled=list(self._sampled))
+        layout = ArrayLayout.of(self._global)
+        rows: dict[int, tuple[torch.Tensor, int, float]] = {}
+        for message in replies:
+            client = self.node_to_client.get(message.metadata.src_node_id, -1)
+            if message.has_error():
+                report.failures[client] = message.error.reason
+                continue
+            try:
+                rows[client] = self._parse_reply(message.content, layout)
+            except ValueError as err:
+                report.rejected[client] = str(err)
+
+        arrays = metrics = None
+        if rows:
+            global_vector = layout.flatten(self._global).to(self.device)
+            order = sorted(rows)  # results never depend on reply order
+            # shape: (n, d)
+            updates = torch.stack([rows[c][0] for c in order]).to(self.device) - global_vector
+            finite = torch.isfinite(updates).all(dim=1).tolist()
+            for client, ok in zip(order, finite, strict=True):
+                if not ok:
+                    report.rejected[client] = "update has non-finite values"
+            keep = [i for i, ok in enumerate(finite) if ok]
+            if keep:
+                updates = updates[keep]
+                order = [order[i] for i in keep]
+                report.client_ids = order
+                report.num_examples = [rows[c][1] for c in order]
+                report.train_losses = [rows[c][2] for c in order]
+                report.update_norms = torch.linalg.vector_norm(updates, dim=1).tolist()
+                arrays = self._aggregate(updates, report, global_vector, layout)
+        if arrays is not None:
+            metrics = MetricRecord({TRAIN_LOSS_KEY: report.train_loss})
+        elif not report.note:
+            report.note = "no usable reply: global model kept"
+        report.aggregation_seconds = time.perf_counter() - start
+        if self.observer is not None:
+            self.observer.on_aggregated(report)
+        return arrays, metrics
+
+    def _aggregate(
+        self,
+        updates: torch.Tensor,
+        report: RoundReport,
+        global_vector: torch.Tensor,
+        layout: ArrayLayout,
+    ) -> ArrayRecord | None:
+        extra = {}
+        if self.weight_by_examples:
+            extra["weights"] = torch.tensor(report.num_examples, dtype=updates.dtype)
+        result = self.rule(updates, **extra)
+        if result.weights is not None:
+            report.weights = result.weights.detach().cpu().tolist()
+        if not torch.isfinite(result.update).all():
+            report.note = "aggregate has non-finite values: global model kept"
+            return None
+        return layout.unflatten(global_vector + self.server_lr * result.update)
+
+    @staticmethod
+    def _parse_reply(content: RecordDict, layout: ArrayLayout) -> tuple[torch.Tensor, int, float]:
+        """(flat weights, example count, training loss) of one reply, or ``ValueError``."""
+        if len(content.array_records) != 1:
+            raise ValueError(f"expected 1 ArrayRecord, got {len(content.array_records)}")
+        if len(content.metric_records) != 1:
+            raise ValueError(f"expected 1 MetricRecord, got {len(content.metric_records)}")
+        vector = layout.flatten(next(iter(content.array_records.values())))
+        metrics = next(iter(content.metric_records.values()))
+        num_examples = metrics.get(NUM_EXAMPLES_KEY)
+        if not isinstance(num_examples, int | float) or num_examples <= 0:
+            raise ValueError(f"{NUM_EXAMPLES_KEY}={num_examples!r} is not a positive count")
+        loss = metrics.get(TRAIN_LOSS_KEY, float("nan"))
+        return vector, int(num_examples), float(loss)  # type: ignore[arg-type]
