@@ -239,6 +239,14 @@ def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
         raise ConfigError(f"{group}={node.get('name', '?')}: {message}") from None
 
 
+def _checked(check: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call a component's own check; its ValueError (one line, names the key) -> ConfigError."""
+    try:
+        return check(**kwargs)
+    except ValueError as error:
+        raise ConfigError(str(error).splitlines()[0]) from None
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first value that breaks a constraint; cheap, no data."""
     for key, ok, constraint in _RULES:
@@ -261,13 +269,19 @@ def validate(cfg: DictConfig) -> None:
         )
     _check_device(cfg.device)
     dataset = _instantiate("dataset", cfg.dataset)
-    dataset.check()
+    _checked(dataset.check)
     model_factory = _instantiate("model", cfg.model)
     check_input = getattr(model_factory.func, "check_input", None)
-    if check_input is not None:
-        try:
+    try:
+        if check_input is not None:
             check_input(dataset.input_shape)
-        except ValueError as error:
-            raise ConfigError(str(error), combination=True) from None
-    _instantiate("partition", cfg.partition)(num_partitions=cfg.num_clients, seed=0)
+    except ValueError as error:
+        raise ConfigError(str(error).splitlines()[0], combination=True) from None
+    try:  # building a model costs milliseconds and runs every constructor check
+        model_factory(input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    except (ValueError, TypeError) as error:
+        message = str(error).splitlines()[0]
+        raise ConfigError(message if "=" in message else f"model: {message}") from None
+    partitioner = _instantiate("partition", cfg.partition)
+    _checked(partitioner, num_partitions=cfg.num_clients, seed=0)
     _instantiate("engine", cfg.engine)

@@ -109,6 +109,7 @@ class _DataSet:
     # Whether ``load`` depends on the seed (only when the train/test split is drawn).
     _seeded: ClassVar[bool] = False
     _input_shape: ClassVar[tuple[int, int, int]]
+    _num_classes: ClassVar[int]
 
     name: str
 
@@ -116,6 +117,11 @@ class _DataSet:
     def input_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of every image, known before loading (models are checked against it)."""
         return self._input_shape
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, known before loading."""
+        return self._num_classes
 
     def _params(self) -> tuple[tuple[str, Any], ...]:
         return tuple(sorted(vars(self).items()))

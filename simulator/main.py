@@ -59,6 +59,9 @@ def versions() -> dict[str, str]:
 def quiet_libraries(verbose: bool) -> None:
     """Flower logs every round at INFO; keep it (and Ray) quiet unless asked."""
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
+    # Flower's link state sets up SQLAlchemy/alembic, which log at INFO through the root.
+    for name in ("alembic", "sqlalchemy", "ray", "filelock", "datasets", "fsspec"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -191,6 +194,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
         fail(str(error))
     except KeyboardInterrupt:
         fail("interrupted", status=130)
+    except Exception as error:  # anything else: one line here, the traceback in the log
+        log.debug("run failed", exc_info=True)
+        logfile = Path(HydraConfig.get().runtime.output_dir) / f"{HydraConfig.get().job.name}.log"
+        message = f"run failed: {type(error).__name__}: {error}".splitlines()[0]
+        if multirun:
+            log.error("%s (traceback in %s)", message, logfile)
+            return None
+        fail(f"{message} (traceback in {logfile})", status=1)
     return summary["final_accuracy"]
 
 

@@ -19,7 +19,7 @@ class RoundProgress:
         self.num_rounds = num_rounds
         console = Console(file=sys.stderr)
         self.live = enabled and console.is_terminal
-        self.log_rounds = enabled and not self.live
+        self.log_rounds = not self.live
         self._progress = Progress(
             TextColumn("[bold]rounds"),
             BarColumn(),

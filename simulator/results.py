@@ -12,8 +12,8 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,6 @@ ROUND_COLUMNS = (
     "aggregation_seconds",
     "note",
 )
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 CLIENT_COLUMNS = ("round", "client", "num_examples", "train_loss", "update_norm", "weight")
 
 
@@ -46,9 +43,10 @@ def atomic_write_text(path: Path, text: str, *, durable: bool = False) -> None:
     ``durable`` adds an fsync, for files that must also survive a power loss.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    # os.open applies the umask to 0o666, as for any file the user creates.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for everyone to read
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             if durable:
@@ -159,7 +157,8 @@ class RunRecorder:
     def summary(self, extra: dict[str, Any]) -> dict[str, Any]:
         trained = [r for r in self.rounds if r["round"] > 0]
         final = trained[-1] if trained else (self.rounds[-1] if self.rounds else {})
-        best = max(trained, key=lambda r: r["test_accuracy"], default=final)
+        scored = [r for r in trained if math.isfinite(r["test_accuracy"])]
+        best = max(scored, key=lambda r: r["test_accuracy"], default=final)
         return {
             "final_accuracy": _finite_or_none(final.get("test_accuracy")),
             "final_loss": _finite_or_none(final.get("test_loss")),

@@ -9,6 +9,7 @@ weights minus global weights), checked row by row, and handed to a rule from
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ class ArrayLayout:
 
     def flatten(self, record: ArrayRecord) -> torch.Tensor:
         """One float32 vector of every array in layout order; ``ValueError`` if mis-shaped."""
-        if tuple(record.keys()) != self.keys:
+        if set(record.keys()) != set(self.keys):
             missing = sorted(set(self.keys) - set(record.keys()))
             extra = sorted(set(record.keys()) - set(self.keys))
             raise ValueError(f"arrays do not match the model: missing {missing}, extra {extra}")
@@ -269,7 +270,11 @@ class RobustStrategy(FedAvg):
         extra = {}
         if self.weight_by_examples:
             extra["weights"] = torch.tensor(report.num_examples, dtype=updates.dtype)
-        result = self.rule(updates, **extra)
+        try:
+            result = self.rule(updates, **extra)
+        except ValueError as error:  # e.g. too few replies left for the rule's precondition
+            report.note = f"{self.name} could not aggregate ({error}): global model kept"
+            return None
         if result.weights is not None:
             report.weights = result.weights.detach().cpu().tolist()
         if not torch.isfinite(result.update).all():
@@ -279,15 +284,27 @@ class RobustStrategy(FedAvg):
 
     @staticmethod
     def _parse_reply(content: RecordDict, layout: ArrayLayout) -> tuple[torch.Tensor, int, float]:
-        """(flat weights, example count, training loss) of one reply, or ``ValueError``."""
+        """(flat weights, example count, training loss) of one reply, or ``ValueError``.
+
+        Everything in a reply is client-controlled: anything malformed is a rejection
+        with a reason, never an exception that escapes the round.
+        """
         if len(content.array_records) != 1:
             raise ValueError(f"expected 1 ArrayRecord, got {len(content.array_records)}")
         if len(content.metric_records) != 1:
             raise ValueError(f"expected 1 MetricRecord, got {len(content.metric_records)}")
         vector = layout.flatten(next(iter(content.array_records.values())))
         metrics = next(iter(content.metric_records.values()))
-        num_examples = metrics.get(NUM_EXAMPLES_KEY)
-        if not isinstance(num_examples, int | float) or num_examples <= 0:
-            raise ValueError(f"{NUM_EXAMPLES_KEY}={num_examples!r} is not a positive count")
+        count = metrics.get(NUM_EXAMPLES_KEY)
+        if not _is_real(count) or count < 1 or count != int(count):  # type: ignore[operator]
+            raise ValueError(f"{NUM_EXAMPLES_KEY}={count!r} is not a whole count >= 1")
         loss = metrics.get(TRAIN_LOSS_KEY, float("nan"))
-        return vector, int(num_examples), float(loss)  # type: ignore[arg-type]
+        if not _is_real(loss, allow_nan=True):
+            raise ValueError(f"{TRAIN_LOSS_KEY}={loss!r} is not a number")
+        return vector, int(count), float(loss)  # type: ignore[arg-type]
+
+
+def _is_real(value: object, allow_nan: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return (allow_nan and math.isnan(value)) or math.isfinite(value)

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 from sklearn.datasets import load_digits
 
@@ -28,6 +27,7 @@ from simulator.data import (
     read_idx_images,
     read_idx_labels,
 )
+from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[2]
 MNIST_DIR = Path(os.environ.get("OLEANDER_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
@@ -393,7 +393,7 @@ def test_hub_split_conversion(
 
 @pytest.mark.parametrize("entry", ["digits", "mnist", "fashion_mnist", "cifar10"])
 def test_config_entries_instantiate(entry: str) -> None:
-    cfg = OmegaConf.load(REPO / "conf" / "dataset" / f"{entry}.yaml")
+    cfg = compose_config(f"dataset={entry}").dataset
     dataset = instantiate(cfg)
     assert dataset.name == entry
     dataset.check()

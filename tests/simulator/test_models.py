@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
 from simulator.models import MLP, CifarCNN, FLTrustCNN, LogisticRegression, build_model
+from tests.conftest import compose_config
 
 CONF_MODEL = Path(__file__).resolve().parents[2] / "conf" / "model"
 
@@ -156,7 +156,7 @@ def test_build_model_does_not_depend_on_global_rng() -> None:
     ],
 )
 def test_yaml_configs_build(name: str, shape: tuple[int, int, int], cls: type) -> None:
-    cfg = OmegaConf.load(CONF_MODEL / f"{name}.yaml")
+    cfg = compose_config(f"model={name}").model
     assert cfg.name == name
     factory = instantiate(cfg)
     model = build_model(factory, shape, 10, seed=0)

@@ -12,9 +12,9 @@ from flwr_datasets.partitioner import Partitioner
 from hydra.utils import instantiate
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from omegaconf import OmegaConf
 
 from simulator.partition import BiasPartitioner, dirichlet, iid, partition_indices, shard
+from tests.conftest import compose_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "partition"
 NUM_CLASSES = 10
@@ -240,7 +240,7 @@ def test_bad_parameters_name_the_key(build: Callable[[], object], key: str) -> N
 
 @pytest.mark.parametrize("entry", ["iid", "dirichlet", "shard", "bias"])
 def test_config_entries_instantiate(labels: np.ndarray, entry: str) -> None:
-    cfg = OmegaConf.load(CONF / f"{entry}.yaml")
+    cfg = compose_config(f"partition={entry}").partition
     assert cfg.name == entry
     partitioner = instantiate(cfg)(num_partitions=10, seed=0)
     assert isinstance(partitioner, Partitioner)

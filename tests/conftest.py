@@ -1,0 +1,33 @@
+"""Shared test helpers: compose Oleander's real Hydra config with overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from simulator.preflight import CONFIG_DIR, CONFIG_NAME
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_DIR = Path(os.environ.get("OLEANDER_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The composed primary config, as a run would see it (without the ``hydra`` node)."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=CONFIG_NAME, overrides=list(overrides))
+
+
+def group_entries(group: str) -> list[str]:
+    """Every option of a config group, read from ``conf/<group>/``."""
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.fixture
+def mnist_dir() -> Path:
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"MNIST test files not found in {MNIST_DIR} (set OLEANDER_MNIST_DIR)")
+    return MNIST_DIR

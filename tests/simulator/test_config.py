@@ -1,0 +1,170 @@
+"""Config: every group entry composes and builds; every bad value is one clear line, exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from simulator.config import ConfigError, validate
+from simulator.preflight import _points, check_point
+from tests.conftest import compose_config, group_entries
+
+
+def test_default_config_is_valid() -> None:
+    cfg = compose_config()
+    validate(cfg)
+    assert cfg.dataset.name == "digits"
+    assert cfg.clients_per_round == cfg.num_clients
+
+
+@pytest.mark.parametrize("entry", group_entries("dataset"))
+def test_every_dataset_entry_builds(entry: str) -> None:
+    dataset = instantiate(compose_config(f"dataset={entry}").dataset)
+    assert dataset.name == entry
+    assert len(dataset.input_shape) == 3
+
+
+@pytest.mark.parametrize("entry", group_entries("partition"))
+def test_every_partition_entry_builds(entry: str) -> None:
+    from flwr_datasets.partitioner import Partitioner
+
+    factory = instantiate(compose_config(f"partition={entry}").partition)
+    partitioner = factory(num_partitions=10, seed=0)
+    assert issubclass(type(partitioner), Partitioner)
+
+
+@pytest.mark.parametrize("entry", group_entries("model"))
+def test_every_model_entry_builds(entry: str) -> None:
+    shape = {"fltrust_cnn": (1, 28, 28), "cifar_cnn": (3, 32, 32)}.get(entry, (1, 8, 8))
+    model = instantiate(compose_config(f"model={entry}").model)(input_shape=shape, num_classes=10)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("entry", group_entries("strategy"))
+def test_every_strategy_entry_builds(entry: str) -> None:
+    from simulator.engines.inline import node_ids_for
+
+    nodes = node_ids_for(4, run_id=1)
+    strategy = instantiate(
+        compose_config(f"strategy={entry}").strategy,
+        node_to_client={n: i for i, n in enumerate(nodes)},
+        clients_per_round=4,
+        seed=0,
+    )
+    assert strategy.name == entry
+    assert callable(strategy.rule)
+
+
+@pytest.mark.parametrize("entry", group_entries("engine"))
+def test_every_engine_entry_builds(entry: str) -> None:
+    assert instantiate(compose_config(f"engine={entry}").engine).name == entry
+
+
+@pytest.mark.parametrize("entry", group_entries("attack"))
+def test_every_attack_entry_composes(entry: str) -> None:
+    assert compose_config(f"attack={entry}").attack.name == entry
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (["num_clients=0"], "num_clients=0: must be an integer >= 1"),
+        (["clients_per_round=11"], "clients_per_round=11: must be <= num_clients (10)"),
+        (["lr=-0.1"], "lr=-0.1: must be a number > 0"),
+        (["malicious_fraction=1.0"], "malicious_fraction=1.0: must be in [0, 1)"),
+        (["malicious_fraction=-0.1"], "malicious_fraction=-0.1: must be in [0, 1)"),
+        (["malicious_fraction=0.2"], "malicious_fraction=0.2: needs an attack"),
+        (["num_rounds=0"], "num_rounds=0: must be an integer >= 1"),
+        (["local_epochs=0"], "local_epochs=0: must be an integer >= 1"),
+        (["local_steps=0"], "local_steps=0: must be null or >= 1"),
+        (["batch_size=0"], "batch_size=0: must be an integer >= 1"),
+        (["momentum=1"], "momentum=1.0: must be in [0, 1)"),
+        (["weight_decay=-1"], "weight_decay=-1.0: must be a number >= 0"),
+        (["seed=-1"], "seed=-1: must be an integer >= 0"),
+        (["torch_threads=0"], "torch_threads=0: must be an integer >= 1"),
+        (["device=tpu"], "device=tpu: must be cpu, cuda or cuda:N"),
+        (["num_clients=abc"], "num_clients=abc: must be of type integer"),
+        (["lr=fast"], "lr=fast: must be of type float"),
+        (["strategy=nope"], "strategy=nope: no such strategy: choose one of fedavg"),
+        (["engine=nope"], "engine=nope: no such engine"),
+        (["num_client=5"], "num_client: no such key; did you mean num_clients?"),
+        (["strategy.server_lr=0"], "strategy.server_lr=0.0: must be a number > 0"),
+        (["engine.workers=-2"], "engine.workers=-2: must be >= 0"),
+        (["engine=ray", "engine.num_cpus=0"], "engine.num_cpus=0.0: must be > 0"),
+        (["partition=dirichlet", "partition.alpha=0"], "partition.alpha=0.0"),
+        (["partition=bias", "partition.bias=1.5"], "partition.bias=1.5"),
+        (["model=fltrust_cnn"], "model=fltrust_cnn needs 1x28x28 inputs"),
+        (["model.hidden=[0]"], "hidden"),
+        (["dataset=mnist", "dataset.path=/no/such/dir"], "dataset.path='/no/such/dir'"),
+        (["dataset.test_fraction=1.5"], "dataset.test_fraction=1.5"),
+    ],
+)
+def test_bad_value_is_one_line_naming_key_and_value(override: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_point(override)
+    message = str(info.value)
+    assert expected in message, message
+    assert "\n" not in message
+    assert "Traceback" not in message
+
+
+def test_sweep_points_vary_one_value_at_a_time() -> None:
+    points = _points(["lr=0.1,0.2", "num_rounds=3", "seed=0,1,2"])
+    assert points[0] == ["lr=0.1", "num_rounds=3", "seed=0"]
+    assert ["lr=0.2", "num_rounds=3", "seed=0"] in points
+    assert ["lr=0.1", "num_rounds=3", "seed=2"] in points
+    assert len(points) == 4
+
+
+def _oleander(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "simulator", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["num_clients=0"],
+        ["clients_per_round=50"],
+        ["lr=-1"],
+        ["malicious_fraction=1.5"],
+        ["strategy=nope"],
+        ["-m", "lr=0.1,-1"],
+    ],
+)
+def test_cli_bad_value_exits_2_without_traceback_or_output(tmp_path: Path, args: list[str]) -> None:
+    result = _oleander(tmp_path, *args)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("oleander: error: ")
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == [], "bad input must not create an output directory"
+
+
+def test_config_digest_ignores_engine_but_not_lr() -> None:
+    from simulator.main import config_digest
+
+    base = config_digest(compose_config())
+    assert config_digest(compose_config("engine=ray")) == base
+    assert config_digest(compose_config("progress=false")) == base
+    assert config_digest(compose_config("lr=0.01")) != base
+
+
+def test_structured_schema_rejects_wrong_type_at_composition() -> None:
+    cfg = compose_config()
+    with pytest.raises(Exception):  # noqa: B017 - OmegaConf's ValidationError
+        OmegaConf.update(cfg, "num_rounds", "many", merge=True)

@@ -1,0 +1,163 @@
+"""Engines: Flower's task identity, the inline Grid, and end-to-end runs on both engines."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.clientapp import ClientApp
+
+from simulator.engines.inline import InlineGrid, node_ids_for, set_task_identity
+
+METRIC_COLUMNS = ("round", "test_accuracy", "test_loss", "train_loss", "clients_trained")
+
+
+def test_flower_task_identity_is_where_oleander_sets_it() -> None:
+    """Fails loudly if a Flower upgrade moves the task identity Message() reads."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    set_task_identity(77)
+    assert (TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id) == (77, 1, 1)
+    message = Message(RecordDict(), 1234, MessageType.TRAIN)
+    assert message.metadata.run_id == 77
+    assert message.metadata.src_node_id == 1
+    assert message.metadata.dst_node_id == 1234
+
+
+def test_node_ids_are_distinct_and_never_flower_reserved() -> None:
+    ids = node_ids_for(500, run_id=3)
+    assert len(set(ids)) == 500
+    assert not {0, 1} & set(ids)
+    assert node_ids_for(500, run_id=3) == ids
+
+
+def _echo_app() -> ClientApp:
+    app = ClientApp()
+
+    @app.query()
+    def query(message: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        if pid == 2:
+            raise RuntimeError("client 2 is broken")
+        return Message(RecordDict({"identity": ConfigRecord({"client-id": pid})}), reply_to=message)
+
+    return app
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_inline_grid_delivers_messages_and_turns_exceptions_into_error_replies(
+    workers: int,
+) -> None:
+    set_task_identity(1)
+    grid = InlineGrid(_echo_app, num_clients=4, workers=workers)
+    try:
+        nodes = list(grid.get_node_ids())
+        messages = [Message(RecordDict(), n, MessageType.QUERY) for n in nodes]
+        replies = list(grid.send_and_receive(messages))
+    finally:
+        grid.close()
+    assert len(replies) == 4
+    by_node = {r.metadata.src_node_id: r for r in replies}
+    assert set(by_node) == set(nodes)
+    broken = by_node[nodes[2]]
+    assert broken.has_error()
+    assert "client 2 is broken" in broken.error.reason
+    for pid in (0, 1, 3):
+        reply = by_node[nodes[pid]]
+        assert reply.content["identity"]["client-id"] == pid
+        assert reply.metadata.reply_to_message_id == messages[pid].metadata.message_id
+
+
+def _run(tmp_path: Path, name: str, *overrides: str) -> tuple[list[dict[str, str]], dict]:
+    out = tmp_path / name
+    result = subprocess.run(
+        [sys.executable, "-m", "simulator", f"hydra.run.dir={out}", *overrides],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "rounds.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    summary = json.loads((out / "summary.json").read_text())
+    return rows, summary
+
+
+def _metrics(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
+    return [tuple(row[c] for c in METRIC_COLUMNS) for row in rows]
+
+
+E2E = ("num_rounds=3", "num_clients=10", "progress=false")
+
+
+@pytest.fixture(scope="module")
+def inline_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, str]], dict]:
+    return _run(tmp_path_factory.mktemp("inline"), "run", *E2E)
+
+
+def test_inline_end_to_end_learns_digits(inline_run: tuple[list[dict[str, str]], dict]) -> None:
+    rows, summary = inline_run
+    assert [int(r["round"]) for r in rows] == [0, 1, 2, 3]
+    assert float(rows[0]["test_accuracy"]) < 0.3  # an untrained model is near chance (0.1)
+    assert summary["final_accuracy"] > 0.6
+    assert all(int(r["clients_trained"]) == 10 for r in rows[1:])
+    assert summary["rounds"] == 3
+    assert len(summary["config_digest"]) == 64
+    assert summary["versions"]["flwr"].startswith("1.42")
+
+
+def test_same_command_twice_gives_identical_metrics(
+    tmp_path: Path, inline_run: tuple[list[dict[str, str]], dict]
+) -> None:
+    rows, _ = _run(tmp_path, "again", *E2E)
+    assert _metrics(rows) == _metrics(inline_run[0])
+
+
+def test_another_seed_gives_other_metrics(
+    tmp_path: Path, inline_run: tuple[list[dict[str, str]], dict]
+) -> None:
+    rows, _ = _run(tmp_path, "seed1", *E2E, "seed=1")
+    assert _metrics(rows) != _metrics(inline_run[0])
+
+
+def test_inline_workers_match_in_process_clients(
+    tmp_path: Path, inline_run: tuple[list[dict[str, str]], dict]
+) -> None:
+    rows, _ = _run(tmp_path, "workers", *E2E, "engine.workers=2")
+    assert _metrics(rows) == _metrics(inline_run[0])
+
+
+def test_client_sampling_trains_the_configured_number(tmp_path: Path) -> None:
+    rows, summary = _run(tmp_path, "sampled", "num_rounds=2", "num_clients=20",
+                         "clients_per_round=5", "progress=false")  # fmt: skip
+    assert [int(r["clients_trained"]) for r in rows[1:]] == [5, 5]
+    assert summary["clients_per_round"] == 5
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_the_inline_metrics(
+    tmp_path: Path, inline_run: tuple[list[dict[str, str]], dict]
+) -> None:
+    rows, summary = _run(tmp_path, "ray", *E2E, "engine=ray")
+    assert summary["engine"] == "ray"
+    assert _metrics(rows) == _metrics(inline_run[0])
+    assert summary["final_accuracy"] > 0.6
+
+
+def test_local_mnist_runs_with_the_fltrust_cnn(tmp_path: Path, mnist_dir: Path) -> None:
+    rows, summary = _run(
+        tmp_path, "mnist", "dataset=mnist", f"dataset.path={mnist_dir}", "model=fltrust_cnn",
+        "num_rounds=1", "num_clients=10", "local_epochs=1", "lr=0.1", "progress=false",
+    )  # fmt: skip
+    assert len(rows) == 2
+    assert summary["dataset"] == "mnist"
+    assert "8,000" in (summary["data_note"] or "")
+    assert summary["final_accuracy"] > 0.3
