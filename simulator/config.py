@@ -49,10 +49,17 @@ class ImageDatasetSchema:
 
 
 @dataclass
-class PartitionSchema:
+class PartialSchema:
+    """A group entry built as a factory: the call site passes the runtime arguments."""
+
     _target_: str = MISSING
     _partial_: bool = True
     name: str = MISSING
+
+
+@dataclass
+class PartitionSchema(PartialSchema):
+    """A partitioner factory, called with ``num_partitions`` and ``seed``."""
 
 
 @dataclass
@@ -75,10 +82,8 @@ class BiasSchema(PartitionSchema):
 
 
 @dataclass
-class ModelSchema:
-    _target_: str = MISSING
-    _partial_: bool = True
-    name: str = MISSING
+class ModelSchema(PartialSchema):
+    """A model factory, called with ``input_shape`` and ``num_classes``."""
 
 
 @dataclass

@@ -49,3 +49,18 @@ def check_client_weights(weights: torch.Tensor | None, n: int) -> torch.Tensor |
     if float(weights.sum()) <= 0:
         raise ValueError("weights must have a positive sum")
     return weights
+
+
+def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
+    """Squared L2 distances between all rows, shape ``(n, n)``, from one Gram matrix.
+
+    ``||x-y||^2 = ||x||^2 + ||y||^2 - 2 x.y``: one ``(n, d) @ (d, n)`` product instead of
+    n^2 vector differences. Computed in float64 (cancellation is exact enough for ranking
+    neighbours of nearly equal updates), clamped at 0, exact zeros on the diagonal.
+    """
+    x = updates.to(torch.float64)
+    gram = x @ x.T  # shape: (n, n)
+    sq_norms = gram.diagonal()
+    distances = (sq_norms[:, None] + sq_norms[None, :] - 2.0 * gram).clamp_min_(0.0)
+    distances.fill_diagonal_(0.0)
+    return distances
