@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
@@ -57,7 +58,8 @@ def train_config_record(cfg: Any) -> ConfigRecord:
     return record
 
 
-def _train_config(config: ConfigRecord) -> TrainConfig:
+def parse_train_config(config: ConfigRecord) -> TrainConfig:
+    """The TrainConfig a train message's ConfigRecord describes."""
     steps = config.get("local-steps")
     return TrainConfig(
         lr=float(config["lr"]),
@@ -83,9 +85,12 @@ def client_id_of(context: Context) -> int:
     return int(context.node_config[PARTITION_ID_KEY])
 
 
-def make_client_app(spec: ClientSpec) -> ClientApp:
-    """Build the ClientApp for ``spec`` (a fresh one in every process that needs it)."""
-    app = ClientApp()
+def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> ClientApp:
+    """Build the ClientApp for ``spec`` (a fresh one in every process that needs it).
+
+    ``mods`` are Flower ClientApp mods wrapped around every handler.
+    """
+    app = ClientApp(mods=mods)
 
     @app.query()
     def query(message: Message, context: Context) -> Message:
@@ -109,7 +114,7 @@ def make_client_app(spec: ClientSpec) -> ClientApp:
         config = next(iter(message.content.config_records.values()))
         server_round = int(config["server-round"])
         generator = torch_generator(spec.seed, TRAIN_STREAM, server_round, client)
-        stats = train(model, data.x, data.y, _train_config(config), generator, spec.device)
+        stats = train(model, data.x, data.y, parse_train_config(config), generator, spec.device)
         content = RecordDict(
             {
                 "arrays": ArrayRecord(model.state_dict()),

@@ -98,6 +98,19 @@ class StrategySchema:
     rule: Any = MISSING
     server_lr: float = 1.0
     weight_by_examples: bool = False
+    num_malicious: int | None = None  # f told to the rule; null: from malicious_fraction
+    root_size: int = 0  # FLTrust's root set, taken from the training data
+
+
+@dataclass
+class PreSchema:
+    name: str = "none"
+    steps: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class BucketingSchema(PreSchema):
+    bucket_size: int = 2
 
 
 @dataclass
@@ -130,6 +143,7 @@ class OleanderConfig:
     partition: Any = MISSING
     model: Any = MISSING
     strategy: Any = MISSING
+    pre: Any = MISSING
     attack: Any = MISSING
     engine: Any = MISSING
     seed: int = 0
@@ -161,6 +175,8 @@ SCHEMAS: dict[str, tuple[str | None, type]] = {
     "model": ("schema/model", ModelSchema),
     "mlp": ("schema/model", MLPSchema),
     "strategy": ("schema/strategy", StrategySchema),
+    "pre": ("schema/pre", PreSchema),
+    "bucketing": ("schema/pre", BucketingSchema),
     "attack": ("schema/attack", AttackSchema),
     "inline": ("schema/engine", InlineEngineSchema),
     "ray": ("schema/engine", RayEngineSchema),
@@ -213,6 +229,12 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("torch_threads", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
     ("eval_batch_size", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
     ("strategy.server_lr", lambda v: _is_real(v) and v > 0, "must be a number > 0"),
+    (
+        "strategy.num_malicious",
+        lambda v: v is None or (_is_int(v) and v >= 0),
+        "must be null (from malicious_fraction) or an integer >= 0",
+    ),
+    ("strategy.root_size", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0"),
 ]
 
 
@@ -242,6 +264,12 @@ def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
             full = message if message.startswith(group) else f"{group}.{message}"
             raise ConfigError(full) from None
         raise ConfigError(f"{group}={node.get('name', '?')}: {message}") from None
+
+
+def _rule_keywords(rule: Any, pre: list[Any]) -> set[str]:
+    from strategies.pipeline import accepted_keywords
+
+    return set().union(*(accepted_keywords(step) for step in (*pre, rule)))
 
 
 def _checked(check: Callable[..., Any], **kwargs: Any) -> Any:
@@ -290,3 +318,45 @@ def validate(cfg: DictConfig) -> None:
     partitioner = _instantiate("partition", cfg.partition)
     _checked(partitioner, num_partitions=cfg.num_clients, seed=0)
     _instantiate("engine", cfg.engine)
+    _check_rule(cfg)
+
+
+def _check_rule(cfg: DictConfig) -> None:
+    """Run the rule and its pre-aggregation steps on a zero matrix of the round's shape.
+
+    Every precondition (Krum's n > 2f + 2, Bulyan's n >= 4f + 3, a trimmed-mean beta
+    below 1/2, ...) is checked by the rule itself, so calling it on ``zeros(n, 2)`` checks
+    the configuration exactly as a round will, in microseconds. A failure with f = 0 is a
+    bad value; a failure only with the configured f is a combination (a sweep skips it).
+    """
+    from simulator.threat import attackers_told
+    from strategies.pipeline import aggregate
+
+    rule = _instantiate("strategy", cfg.strategy.rule)
+    pre = [_instantiate("pre", step) for step in cfg.pre.steps]
+    n = cfg.clients_per_round
+    told = attackers_told(cfg.strategy.num_malicious, cfg.malicious_fraction, n)
+    available: dict[str, Any] = {
+        "server_update": torch.ones(2),
+        "center": None,
+        "generator": torch.Generator().manual_seed(0),
+    }
+    if cfg.strategy.weight_by_examples:
+        available["weights"] = torch.ones(n)
+    for f, combination in ((0, False), (told, True)):
+        try:
+            aggregate(torch.zeros(n, 2), rule, pre, num_malicious=f, **available)
+        except ValueError as error:
+            reason = str(error).splitlines()[0]
+            if combination:
+                reason += f" (f={f} from malicious_fraction={_show(cfg.malicious_fraction)})"
+            key = f"strategy={cfg.strategy.name}"
+            raise ConfigError(
+                f"{key} with clients_per_round={n}: {reason}", combination=combination
+            ) from None
+    if "server_update" in _rule_keywords(rule, pre) and cfg.strategy.root_size < 1:
+        raise _fail(
+            "strategy.root_size",
+            cfg.strategy.root_size,
+            f"strategy={cfg.strategy.name} needs a root set of at least 1 example",
+        )

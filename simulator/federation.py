@@ -25,6 +25,7 @@ from simulator.seeding import derive_seed
 log = logging.getLogger("oleander")
 
 PARTITION_STREAM = 2
+ROOT_STREAM = 6
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,12 @@ class FederationSpec:
     partition: dict[str, Any]
     num_clients: int
     seed: int
+    root_size: int = 0  # examples the server keeps as its root set (FLTrust), not the clients'
 
     def key(self) -> str:
         return json.dumps(
-            [self.dataset, self.partition, self.num_clients, self.seed], sort_keys=True
+            [self.dataset, self.partition, self.num_clients, self.seed, self.root_size],
+            sort_keys=True,
         )
 
 
@@ -48,6 +51,7 @@ class Federation:
 
     data: LoadedData
     partitions: list[np.ndarray]
+    root: DataSplit | None = None
     _client_cache: dict[int, DataSplit] = field(default_factory=dict, repr=False)
 
     @property
@@ -70,15 +74,25 @@ def load_federation(spec: FederationSpec) -> Federation:
 
 @functools.lru_cache(maxsize=2)
 def _load_federation(key: str) -> Federation:
-    dataset_cfg, partition_cfg, num_clients, seed = json.loads(key)
+    dataset_cfg, partition_cfg, num_clients, seed, root_size = json.loads(key)
     dataset = instantiate(OmegaConf.create(dataset_cfg))
     data = dataset.load(seed)
     if data.note:
         log.info("%s", data.note)
+    labels = data.train.y.numpy()
+    # FLTrust's root set: drawn uniformly from the training data, removed from the clients'.
+    order = np.random.default_rng(derive_seed(seed, ROOT_STREAM)).permutation(len(labels))
+    root_index = np.sort(order[:root_size])
+    client_pool = np.sort(order[root_size:])
     partitioner = instantiate(OmegaConf.create(partition_cfg))(
         num_partitions=num_clients, seed=derive_seed(seed, PARTITION_STREAM)
     )
-    partitions = partition_indices(
-        data.train.y.numpy(), partitioner, seed=derive_seed(seed, PARTITION_STREAM, 1)
+    local = partition_indices(
+        labels[client_pool], partitioner, seed=derive_seed(seed, PARTITION_STREAM, 1)
     )
-    return Federation(data=data, partitions=partitions)
+    partitions = [client_pool[part] for part in local]
+    root = None
+    if root_size:
+        index = torch.from_numpy(root_index)
+        root = DataSplit(x=data.train.x[index], y=data.train.y[index])
+    return Federation(data=data, partitions=partitions, root=root)

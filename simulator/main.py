@@ -65,7 +65,18 @@ def quiet_libraries(verbose: bool) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run one simulation described by ``cfg``; return its summary."""
+    """Hydra's run: ``simulate`` into Hydra's output directory."""
+    return simulate(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def simulate(
+    cfg: DictConfig, output_dir: Path, *, client_mods: Sequence[Any] = ()
+) -> dict[str, Any]:
+    """Run one simulation described by ``cfg``, writing into ``output_dir``; its summary.
+
+    ``client_mods`` are Flower ClientApp mods added to every client (tests use them to
+    stand in for clients that misbehave).
+    """
     import torch
 
     from clients.app import ClientSpec, make_client_app, train_config_record
@@ -74,11 +85,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from simulator.progress import RoundProgress
     from simulator.results import RunRecorder
     from simulator.seeding import derive_seed
-    from simulator.server_app import ServerPlan, make_server_app
+    from simulator.server_app import ServerPlan, make_server_app, root_update_fn
+    from simulator.threat import attackers_told
 
     started = time.perf_counter()
     validate(cfg)
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    output_dir = Path(output_dir)
     quiet_libraries(cfg.verbose)
     torch.set_num_threads(cfg.torch_threads)
     container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -88,6 +100,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         partition=container["partition"],
         num_clients=cfg.num_clients,
         seed=cfg.seed,
+        root_size=cfg.strategy.root_size,
     )
     federation = load_federation(federation_spec)
     data = federation.data
@@ -107,6 +120,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     progress = RoundProgress(cfg.num_rounds, enabled=cfg.progress)
     recorder = RunRecorder(output_dir, cfg.num_rounds, on_round=progress.update)
 
+    told = attackers_told(cfg.strategy.num_malicious, cfg.malicious_fraction, cfg.clients_per_round)
+    server_update_fn = None
+    if federation.root is not None:
+        server_update_fn = root_update_fn(
+            initial_model, federation.root, train_config_record(cfg), cfg.seed, cfg.device
+        )
+
     def build_strategy(node_to_client: dict[int, int]) -> Any:
         return instantiate(
             cfg.strategy,
@@ -115,6 +135,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             seed=cfg.seed,
             device=cfg.device,
             observer=recorder,
+            num_malicious=told,
+            pre=instantiate(cfg.pre.steps),
+            server_update_fn=server_update_fn,
         )
 
     plan = ServerPlan(
@@ -143,7 +166,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with progress:
         engine.run(
             make_server_app(plan),
-            functools.partial(make_client_app, client_spec),
+            functools.partial(make_client_app, client_spec, mods=list(client_mods)),
             cfg.num_clients,
             verbose=cfg.verbose,
         )
@@ -155,6 +178,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "engine": engine.name,
             "dataset": data.name,
             "strategy": cfg.strategy.name,
+            "pre_aggregation": cfg.pre.name,
+            "num_malicious_told": told,
             "model": cfg.model.name,
             "num_clients": cfg.num_clients,
             "clients_per_round": cfg.clients_per_round,

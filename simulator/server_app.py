@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from flwr.app import (
     ArrayRecord,
     ConfigRecord,
@@ -22,10 +24,13 @@ from flwr.serverapp.strategy import Strategy
 from torch import nn
 
 from clients.app import CLIENT_ID_KEY
-from clients.training import evaluate
+from clients.training import evaluate, train
 from simulator.data import DataSplit
+from simulator.seeding import torch_generator
 
 log = logging.getLogger("oleander")
+
+ROOT_TRAIN_STREAM = 7
 
 
 class ClientDiscoveryError(RuntimeError):
@@ -61,6 +66,30 @@ def discover_clients(grid: Grid, num_clients: int, timeout: float = 300.0) -> di
             f"expected client ids 0..{num_clients - 1}, nodes answered {sorted(mapping.values())}"
         )
     return mapping
+
+
+def root_update_fn(
+    model: nn.Module, root: DataSplit, train_config: ConfigRecord, seed: int, device: str
+) -> Callable[[int, ArrayRecord], torch.Tensor]:
+    """FLTrust's server update: the global model trained on the root set, minus the global.
+
+    The server trains as every client does (same ``train_config``), with its own seeded
+    minibatch order, on a private copy of the model.
+    """
+    from clients.app import parse_train_config
+    from strategies.flower import ArrayLayout
+
+    server_model = copy.deepcopy(model).to(device)
+    config = parse_train_config(train_config)
+
+    def server_update(server_round: int, arrays: ArrayRecord) -> torch.Tensor:
+        layout = ArrayLayout.of(arrays)
+        server_model.load_state_dict(arrays.to_torch_state_dict())
+        generator = torch_generator(seed, ROOT_TRAIN_STREAM, server_round)
+        train(server_model, root.x, root.y, config, generator, device)
+        return layout.flatten(ArrayRecord(server_model.state_dict())) - layout.flatten(arrays)
+
+    return server_update
 
 
 @dataclass

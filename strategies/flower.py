@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from logging import INFO
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -31,11 +31,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from simulator.seeding import numpy_generator
+from simulator.seeding import numpy_generator, torch_generator
 from strategies.base import Aggregate
+from strategies.pipeline import accepts, aggregate
 
 # Stream keys for derive_seed, so each kind of draw has its own stream.
 SAMPLING_STREAM = 1
+PREAGGREGATION_STREAM = 5
 
 NUM_EXAMPLES_KEY = "num-examples"
 TRAIN_LOSS_KEY = "train_loss"
@@ -156,6 +158,16 @@ class RobustStrategy(FedAvg):
         Told when each round starts and what its aggregation did.
     name : str (default: "fedavg")
         The rule's name, for logs and results.
+    num_malicious : int (default: 0)
+        The number of attackers the rule is told (``f``), for rules that take it.
+    pre : Sequence[Callable] (default: ())
+        Pre-aggregation steps (nearest-neighbour mixing, bucketing) applied in order.
+    server_update_fn : Callable[[int, ArrayRecord], torch.Tensor] | None
+        The server's own update for a round (FLTrust's root-set training), asked for
+        only when the rule takes ``server_update``.
+    root_size : int (default: 0)
+        Examples of the training data the server holds as its root set (FLTrust); the
+        run removes them from the clients' data and builds ``server_update_fn``.
     """
 
     def __init__(
@@ -170,6 +182,10 @@ class RobustStrategy(FedAvg):
         device: str = "cpu",
         observer: RoundObserver | None = None,
         name: str = "fedavg",
+        num_malicious: int = 0,
+        pre: Sequence[Callable[..., Any]] = (),
+        server_update_fn: Callable[[int, ArrayRecord], torch.Tensor] | None = None,
+        root_size: int = 0,
     ) -> None:
         num_clients = len(node_to_client)
         super().__init__(
@@ -190,6 +206,15 @@ class RobustStrategy(FedAvg):
         self.weight_by_examples = weight_by_examples
         self.device = torch.device(device)
         self.observer = observer
+        self.num_malicious = num_malicious
+        self.pre = tuple(pre)
+        self.server_update_fn = server_update_fn
+        self.root_size = root_size
+        steps = (*self.pre, rule)
+        self._needs_server_update = any(accepts(step, "server_update") for step in steps)
+        if self._needs_server_update and server_update_fn is None:
+            raise ValueError(f"strategy={name} needs the server's own update (a root set)")
+        self._center: torch.Tensor | None = None  # previous aggregate (centered clipping)
         self._global: ArrayRecord | None = None
         self._sampled: list[int] = []
 
@@ -267,11 +292,19 @@ class RobustStrategy(FedAvg):
         global_vector: torch.Tensor,
         layout: ArrayLayout,
     ) -> ArrayRecord | None:
-        extra = {}
+        available: dict[str, Any] = {
+            "num_malicious": self.num_malicious,
+            "generator": torch_generator(self.seed, PREAGGREGATION_STREAM, report.server_round),
+            "center": self._center,
+        }
         if self.weight_by_examples:
-            extra["weights"] = torch.tensor(report.num_examples, dtype=updates.dtype)
+            available["weights"] = torch.tensor(report.num_examples, dtype=updates.dtype)
+        if self._needs_server_update:
+            assert self.server_update_fn is not None and self._global is not None
+            server_update = self.server_update_fn(report.server_round, self._global)
+            available["server_update"] = server_update.to(updates.device, updates.dtype)
         try:
-            result = self.rule(updates, **extra)
+            result = aggregate(updates, self.rule, self.pre, **available)
         except ValueError as error:  # e.g. too few replies left for the rule's precondition
             report.note = f"{self.name} could not aggregate ({error}): global model kept"
             return None
@@ -280,6 +313,7 @@ class RobustStrategy(FedAvg):
         if not torch.isfinite(result.update).all():
             report.note = "aggregate has non-finite values: global model kept"
             return None
+        self._center = result.update.detach()
         return layout.unflatten(global_vector + self.server_lr * result.update)
 
     @staticmethod

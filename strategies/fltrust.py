@@ -1,0 +1,80 @@
+"""FLTrust: trust bootstrapped from a server update on a clean root set (Cao et al., NDSS 2021)."""
+
+from __future__ import annotations
+
+import torch
+
+from strategies.base import Aggregate, check_updates
+
+
+def fltrust(updates: torch.Tensor, server_update: torch.Tensor) -> Aggregate:
+    """Mean of the client updates rescaled to the server update's norm, weighted by trust.
+
+    Variant: Cao, Fang, Liu and Gong, "FLTrust: Byzantine-robust Federated Learning via
+    Trust Bootstrapping", NDSS 2021, Eq. (2)-(4), with ``g0`` the server's own update
+    from its root set (same global model, same local training)::
+
+        TS_i  = ReLU(cos(g_i, g0))
+        g_i'  = g_i * ||g0|| / ||g_i||
+        g     = sum_i TS_i g_i' / sum_i TS_i
+
+    Exact formula, no epsilon terms (the authors' code adds 1e-9 to each denominator):
+    a zero-norm client update has no direction, so it gets trust 0; when every trust is 0
+    (every update points away from ``g0``, or ``g0`` itself is zero) the result is the
+    zero update, not a fallback mean, as in the paper. The global model then stays put.
+
+    Why: an update's influence is bounded by its angle to ``g0`` and never by its size
+    (rescaling removes boosting), so no number of malicious clients can push the result
+    beyond norm ``||g0||`` or against ``g0``. There is no breakdown point in the
+    classical sense: the guarantee rests on the root set being clean and representative.
+
+    Parameters
+    ----------
+    updates : torch.Tensor
+        Shape ``(n, d)``, one flattened client update per row.
+    server_update : torch.Tensor
+        Shape ``(d,)``, finite: ``g0``, the server's update from its root set.
+
+    Returns
+    -------
+    Aggregate
+        ``weights = TS / sum(TS)``, each client's share of the trust-weighted mean of the
+        rescaled updates (sums to 1; all zero when every trust is 0). The coefficient of
+        the raw update ``g_i`` in ``update`` is ``weights_i * ||g0|| / ||g_i||``.
+    """
+    check_updates(updates)
+    n, d = updates.shape
+    if not isinstance(server_update, torch.Tensor) or server_update.shape != (d,):
+        shape = (
+            tuple(server_update.shape)
+            if isinstance(server_update, torch.Tensor)
+            else type(server_update).__name__
+        )
+        raise ValueError(f"fltrust needs server_update of shape ({d},), got {shape}")
+    if not server_update.is_floating_point() or not torch.isfinite(server_update).all():
+        raise ValueError(
+            f"fltrust needs a finite floating server_update, got dtype {server_update.dtype} "
+            f"with {int((~torch.isfinite(server_update)).sum())} non-finite values"
+        )
+
+    # Norms and dots in at least float32 (half-precision sums over d lose the sign of cos).
+    work = torch.promote_types(updates.dtype, torch.float32)
+    g0 = server_update.to(dtype=work, device=updates.device)
+    rows = updates.to(work)
+    norms = torch.linalg.vector_norm(rows, dim=1)  # shape: (n,)
+    g0_norm = torch.linalg.vector_norm(g0)
+    dots = rows @ g0  # shape: (n,)
+    usable = (norms > 0) & (g0_norm > 0)
+    safe_norms = torch.where(usable, norms, torch.ones_like(norms))
+    cosine = torch.where(usable, dots / (safe_norms * g0_norm.clamp_min(1e-300)), 0.0)
+    trust = cosine.clamp_min(0.0)  # ReLU, shape: (n,)
+    total = trust.sum()
+    if total > 0:
+        share = trust / total
+        coef = share * g0_norm / safe_norms  # coefficient of the raw g_i
+    else:
+        share = torch.zeros_like(trust)
+        coef = share
+    # shape: (d,)
+    update = coef.to(updates.dtype) @ updates
+    return Aggregate(update=update, weights=share.to(updates.dtype))
