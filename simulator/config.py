@@ -348,8 +348,8 @@ def _check_rule(cfg: DictConfig) -> None:
             aggregate(torch.zeros(n, 2), rule, pre, num_malicious=f, **available)
         except ValueError as error:
             reason = str(error).splitlines()[0]
-            if combination:
-                reason += f" (f={f} from malicious_fraction={_show(cfg.malicious_fraction)})"
+            if combination and cfg.strategy.num_malicious is None:
+                reason += f" (f from malicious_fraction={_show(cfg.malicious_fraction)})"
             key = f"strategy={cfg.strategy.name}"
             raise ConfigError(
                 f"{key} with clients_per_round={n}: {reason}", combination=combination

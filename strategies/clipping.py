@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 
@@ -32,7 +32,7 @@ def centered_clipping(
     strategy passes the previous round's aggregate (zero in round 1).
 
     Why: each client moves ``v`` by at most ``tau / n`` per iteration, however large its
-    update, so f malicious clients move it at most ``L f tau / n`` away from where the
+    update, so f malicious clients move it about ``L f tau / n`` at most from where the
     honest ones alone would pull it. Breakdown: no fixed point; the paper proves robustness
     for a malicious fraction below a small constant (well under 1/2) given a good center,
     and the error scales with tau: a tau far above the honest updates' distance to the
@@ -61,7 +61,7 @@ def centered_clipping(
     n, d = updates.shape
     if not (isinstance(tau, Real) and tau > 0):
         raise ValueError(f"centered_clipping needs tau > 0, got tau={tau}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+    if isinstance(iterations, bool) or not isinstance(iterations, Integral) or iterations < 1:
         raise ValueError(
             f"centered_clipping needs an integer iterations >= 1, got iterations={iterations}"
         )
@@ -76,7 +76,7 @@ def centered_clipping(
         v = center.to(dtype=updates.dtype, device=updates.device)
 
     share = torch.zeros(n, dtype=torch.float64, device=updates.device)  # the c_i
-    for _ in range(iterations):
+    for _ in range(int(iterations)):
         offsets = updates - v  # shape: (n, d)
         scale = _clip_factors(torch.linalg.vector_norm(offsets, dim=1), tau)  # shape: (n,)
         v = v + (scale / n) @ offsets

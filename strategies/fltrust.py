@@ -11,7 +11,7 @@ def fltrust(updates: torch.Tensor, server_update: torch.Tensor) -> Aggregate:
     """Mean of the client updates rescaled to the server update's norm, weighted by trust.
 
     Variant: Cao, Fang, Liu and Gong, "FLTrust: Byzantine-robust Federated Learning via
-    Trust Bootstrapping", NDSS 2021, Eq. (2)-(4), with ``g0`` the server's own update
+    Trust Bootstrapping", NDSS 2021, with ``g0`` the server's own update
     from its root set (same global model, same local training)::
 
         TS_i  = ReLU(cos(g_i, g0))
@@ -43,7 +43,7 @@ def fltrust(updates: torch.Tensor, server_update: torch.Tensor) -> Aggregate:
         the raw update ``g_i`` in ``update`` is ``weights_i * ||g0|| / ||g_i||``.
     """
     check_updates(updates)
-    n, d = updates.shape
+    d = updates.shape[1]
     if not isinstance(server_update, torch.Tensor) or server_update.shape != (d,):
         shape = (
             tuple(server_update.shape)
@@ -51,30 +51,29 @@ def fltrust(updates: torch.Tensor, server_update: torch.Tensor) -> Aggregate:
             else type(server_update).__name__
         )
         raise ValueError(f"fltrust needs server_update of shape ({d},), got {shape}")
-    if not server_update.is_floating_point() or not torch.isfinite(server_update).all():
-        raise ValueError(
-            f"fltrust needs a finite floating server_update, got dtype {server_update.dtype} "
-            f"with {int((~torch.isfinite(server_update)).sum())} non-finite values"
-        )
+    if not server_update.is_floating_point():
+        raise ValueError(f"fltrust needs a floating server_update, got dtype {server_update.dtype}")
+    if not torch.isfinite(server_update).all():
+        bad = int((~torch.isfinite(server_update)).sum())
+        raise ValueError(f"fltrust needs a finite server_update, got {bad} non-finite values")
 
     # Norms and dots in at least float32 (half-precision sums over d lose the sign of cos).
     work = torch.promote_types(updates.dtype, torch.float32)
     g0 = server_update.to(dtype=work, device=updates.device)
     rows = updates.to(work)
-    norms = torch.linalg.vector_norm(rows, dim=1)  # shape: (n,)
     g0_norm = torch.linalg.vector_norm(g0)
-    dots = rows @ g0  # shape: (n,)
-    usable = (norms > 0) & (g0_norm > 0)
-    safe_norms = torch.where(usable, norms, torch.ones_like(norms))
-    cosine = torch.where(usable, dots / (safe_norms * g0_norm.clamp_min(1e-300)), 0.0)
-    trust = cosine.clamp_min(0.0)  # ReLU, shape: (n,)
+    norms = torch.linalg.vector_norm(rows, dim=1)  # shape: (n,)
+    if g0_norm > 0:
+        usable = norms > 0  # a zero update has no direction: trust 0
+        safe_norms = torch.where(usable, norms, torch.ones_like(norms))
+        cosine = torch.where(usable, (rows @ g0) / (safe_norms * g0_norm), 0.0)
+        trust = cosine.clamp_min(0.0)  # ReLU, shape: (n,)
+    else:  # no server direction: nothing can be trusted
+        safe_norms = torch.ones_like(norms)
+        trust = torch.zeros_like(norms)
     total = trust.sum()
-    if total > 0:
-        share = trust / total
-        coef = share * g0_norm / safe_norms  # coefficient of the raw g_i
-    else:
-        share = torch.zeros_like(trust)
-        coef = share
+    share = trust / total if total > 0 else trust  # all zero when nobody is trusted
+    coef = share * g0_norm / safe_norms  # coefficient of the raw g_i, shape: (n,)
     # shape: (d,)
     update = coef.to(updates.dtype) @ updates
     return Aggregate(update=update, weights=share.to(updates.dtype))

@@ -91,7 +91,7 @@ def test_every_attack_entry_composes(entry: str) -> None:
         (["device=tpu"], "device=tpu: must be cpu, cuda or cuda:N"),
         (["num_clients=abc"], "num_clients=abc: must be of type integer"),
         (["lr=fast"], "lr=fast: must be of type float"),
-        (["strategy=nope"], "strategy=nope: no such strategy: choose one of fedavg"),
+        (["strategy=nope"], "strategy=nope: no such strategy: choose one of bulyan, "),
         (["engine=nope"], "engine=nope: no such engine"),
         (["num_client=5"], "num_client: no such key; did you mean num_clients?"),
         (["strategy.server_lr=0"], "strategy.server_lr=0.0: must be a number > 0"),
@@ -103,6 +103,16 @@ def test_every_attack_entry_composes(entry: str) -> None:
         (["model.hidden=[0]"], "hidden"),
         (["dataset=mnist", "dataset.path=/no/such/dir"], "dataset.path='/no/such/dir'"),
         (["dataset.test_fraction=1.5"], "dataset.test_fraction=1.5"),
+        (
+            ["strategy=bulyan", "strategy.num_malicious=3"],
+            "bulyan needs n >= 4f + 3, got n=10, f=3",
+        ),
+        (["strategy=krum", "strategy.num_malicious=4"], "krum needs n > 2f + 2, got n=10, f=4"),
+        (["strategy=trimmed_mean", "strategy.rule.beta=0.5"], "beta=0.5"),
+        (["strategy=fltrust", "strategy.root_size=0"], "strategy.root_size=0"),
+        (["strategy=centered_clipping", "strategy.rule.tau=-1"], "tau=-1"),
+        (["pre=bucketing", "pre.bucket_size=0"], "bucket_size=0"),
+        (["strategy.num_malicious=-1"], "strategy.num_malicious=-1"),
     ],
 )
 def test_bad_value_is_one_line_naming_key_and_value(override: list[str], expected: str) -> None:
@@ -112,6 +122,15 @@ def test_bad_value_is_one_line_naming_key_and_value(override: list[str], expecte
     assert expected in message, message
     assert "\n" not in message
     assert "Traceback" not in message
+
+
+def test_rule_precondition_with_too_many_attackers_is_a_combination_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        check_point(["strategy=bulyan", "strategy.num_malicious=3"])
+    assert info.value.combination
+    with pytest.raises(ConfigError) as info:
+        check_point(["strategy=trimmed_mean", "strategy.rule.beta=0.7"])
+    assert not info.value.combination
 
 
 def test_sweep_points_vary_one_value_at_a_time() -> None:

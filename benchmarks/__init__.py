@@ -1,0 +1,1 @@
+"""Benchmarks: timings of Oleander's hot paths against references measured in the same run."""

@@ -1,0 +1,137 @@
+"""Krum and Multi-Krum (Blanchard et al., NeurIPS 2017): keep the updates nearest their peers."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from strategies.base import Aggregate, check_updates, pairwise_sq_distances
+
+
+def check_num_malicious(num_malicious: int) -> int:
+    """Raise ``ValueError`` unless ``num_malicious`` (f) is an integer >= 0; return it as int."""
+    if isinstance(num_malicious, bool) or not isinstance(num_malicious, numbers.Integral):
+        raise ValueError(f"num_malicious must be an integer >= 0, got {num_malicious!r}")
+    if num_malicious < 0:
+        raise ValueError(f"num_malicious must be an integer >= 0, got {num_malicious}")
+    return int(num_malicious)
+
+
+def krum_scores(distances: torch.Tensor, num_malicious: int) -> torch.Tensor:
+    """Krum score of every row of a squared-distance matrix.
+
+    ``score(i) = sum of the k smallest ||x_i - x_j||^2 over j != i``, with
+    ``k = n - f - 2`` (Blanchard et al. 2017; Flower counts the same; ByzFL and FLPoison
+    count n - f - 1). Where ``n - f - 2 < 1`` (only outside Krum's precondition
+    ``n > 2f + 2``, as in Bulyan's last selection steps) ``k = 1``: the nearest
+    neighbour, as Flower's ``max(1, n - f - 2)``; with a single row the score is 0.
+
+    The matrix is symmetrised (``(D + D^T) / 2``, exact for a symmetric ``D``) so that a
+    tie between two rows (e.g. a mutual nearest pair when k = 1) is a bit-exact tie,
+    broken by index by the callers, not by rounding.
+
+    Parameters
+    ----------
+    distances : torch.Tensor
+        Shape ``(n, n)``, squared L2 distances, e.g. from
+        ``strategies.base.pairwise_sq_distances``. Not modified.
+    num_malicious : int
+        f, the number of Byzantine updates to tolerate, >= 0.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(n,)``, in ``distances``' dtype; lower is more central.
+    """
+    f = check_num_malicious(num_malicious)
+    if distances.ndim != 2 or distances.shape[0] != distances.shape[1]:
+        raise ValueError(f"distances must have shape (n, n), got {tuple(distances.shape)}")
+    n = distances.shape[0]
+    k = min(max(n - f - 2, 1), n - 1)
+    # shape: (n, n); +inf on the diagonal so a row is never its own neighbour
+    others = (distances + distances.T) * 0.5
+    others.fill_diagonal_(float("inf"))
+    return others.topk(k, dim=1, largest=False, sorted=False).values.sum(dim=1)
+
+
+def _scores(updates: torch.Tensor, num_malicious: int, rule: str) -> torch.Tensor:
+    check_updates(updates)
+    f = check_num_malicious(num_malicious)
+    n = updates.shape[0]
+    if n <= 2 * f + 2:
+        raise ValueError(f"{rule} needs n > 2f + 2, got n={n}, f={f}")
+    return krum_scores(pairwise_sq_distances(updates), f)
+
+
+def krum(updates: torch.Tensor, num_malicious: int) -> Aggregate:
+    """The single update with the lowest Krum score.
+
+    ``score(i) = sum_{j in N_i} ||x_i - x_j||^2`` where ``N_i`` are the ``n - f - 2``
+    nearest other updates to ``x_i``; the result is ``x_{i*}``, ``i* = argmin score``,
+    ties to the lower index. Squared distances, as in the paper and in Flower.
+    Precondition (the paper's): ``n > 2f + 2``; under it Krum is (alpha, f)-Byzantine
+    resilient. The returned update is a copy of the selected row.
+
+    Reference: Blanchard, El Mhamdi, Guerraoui, Stainer, "Machine Learning with
+    Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017.
+
+    Parameters
+    ----------
+    updates : torch.Tensor
+        Shape ``(n, d)``, one flattened client update per row (finite values).
+    num_malicious : int
+        f, the number of Byzantine updates to tolerate, >= 0.
+
+    Returns
+    -------
+    Aggregate
+        ``update`` of shape ``(d,)`` in the input's dtype and device; ``weights`` one-hot on
+        the selected row.
+    """
+    scores = _scores(updates, num_malicious, "krum")
+    best = int(torch.argmin(scores))  # first minimum: ties go to the lower index
+    weights = torch.zeros(updates.shape[0], dtype=updates.dtype, device=updates.device)
+    weights[best] = 1.0
+    return Aggregate(update=updates[best].clone(), weights=weights)
+
+
+def multikrum(
+    updates: torch.Tensor, num_malicious: int, num_selected: int | None = None
+) -> Aggregate:
+    """Unweighted mean of the ``m`` updates with the lowest Krum scores.
+
+    Scores as in ``krum`` (``n - f - 2`` nearest other updates, squared distances); the
+    ``m`` lowest are kept, ties to the lower index (stable sort), and averaged with equal
+    weights ``1/m`` (Flower's MultiKrum weights them by example count instead).
+    ``m = n - f`` by default; ``m = 1`` is Krum, ``m = n`` the plain mean.
+    Precondition: ``n > 2f + 2`` and ``1 <= m <= n``.
+
+    Reference: Blanchard et al., NeurIPS 2017 (Multi-Krum, Section 5 / Fig. 4).
+
+    Parameters
+    ----------
+    updates : torch.Tensor
+        Shape ``(n, d)``, one flattened client update per row (finite values).
+    num_malicious : int
+        f, the number of Byzantine updates to tolerate, >= 0.
+    num_selected : int | None (default: None)
+        m, the number of updates averaged; ``None`` means ``n - f``.
+
+    Returns
+    -------
+    Aggregate
+        ``update`` of shape ``(d,)`` in the input's dtype and device; ``weights`` ``1/m`` on
+        the selected rows, 0 elsewhere.
+    """
+    scores = _scores(updates, num_malicious, "multikrum")
+    n = updates.shape[0]
+    m = n - int(num_malicious) if num_selected is None else num_selected
+    if isinstance(m, bool) or not isinstance(m, numbers.Integral) or not 1 <= m <= n:
+        raise ValueError(f"multikrum needs 1 <= num_selected <= n, got num_selected={m!r}, n={n}")
+    m = int(m)
+    order = torch.sort(scores, stable=True).indices  # ties: lower index first
+    selected = order[:m].sort().values.to(updates.device)  # shape: (m,)
+    weights = torch.zeros(n, dtype=updates.dtype, device=updates.device)
+    weights[selected] = 1.0 / m
+    return Aggregate(update=updates.index_select(0, selected).mean(dim=0), weights=weights)
