@@ -290,6 +290,13 @@ def _flower_pair_seconds(cell: Cell) -> float | None:
     return min(_time_only(lambda: compute(weights)) for _ in range(2)) / (m * m)
 
 
+def _load_average() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "n/a"
+
+
 def _load(rule: Rule) -> Callable[..., Any]:
     return getattr(importlib.import_module(rule.module), rule.function)
 
@@ -673,7 +680,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"$ {command}")
     print(f"machine: {machine}", flush=True)
     rules = [r for r in RULES if r.name in args.rules]
+    load_before = _load_average()
     started = time.perf_counter()
+    cpu_started = time.process_time()
 
     results: list[CellResult] = []
     for n in args.n:
@@ -697,6 +706,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             gc.collect()
 
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    # Other processes competing for the cores skew absolute times (ratios less so).
+    load = (
+        f"load average (1 min) {load_before} before, {_load_average()} after; this process "
+        f"used {cpu:.0f} CPU-s in {elapsed:.0f} s"
+    )
     table = table_lines(results)
     table_notes = row_notes(results)
     goals = goal_lines(results)
@@ -707,7 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(table_notes))
         print()
     print("\n".join(goals))
-    print(f"\ntotal {elapsed:.0f} s; command: {command}")
+    print(f"\n{load}")
+    print(f"total {elapsed:.0f} s; command: {command}")
 
     if args.write:
         today = datetime.date.today().isoformat()
@@ -716,7 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             f"`{command}` on {today}, {elapsed:.0f} s in all.",
             "",
-            f"Machine: {machine}.",
+            f"Machine: {machine}; {load}.",
             "",
             *notes(args),
             "",

@@ -40,6 +40,8 @@ class ClientSpec:
     seed: int
     device: str = "cpu"
     torch_threads: int = 1
+    malicious: frozenset[int] = frozenset()  # this run's malicious client ids
+    poison: dict[str, Any] | None = None  # the data poisoning malicious clients apply
 
 
 def train_config_record(cfg: Any) -> ConfigRecord:
@@ -69,6 +71,11 @@ def parse_train_config(config: ConfigRecord) -> TrainConfig:
         momentum=float(config.get("momentum", 0.0)),
         weight_decay=float(config.get("weight-decay", 0.0)),
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _poisoning(poison_key: str) -> Any:
+    return instantiate(OmegaConf.create(json.loads(poison_key)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -110,14 +117,31 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> ClientAp
             spec.device,
         )
         arrays = next(iter(message.content.array_records.values()))
-        model.load_state_dict(arrays.to_torch_state_dict())
+        sent = arrays.to_torch_state_dict()
+        model.load_state_dict(sent)
         config = next(iter(message.content.config_records.values()))
         server_round = int(config["server-round"])
         generator = torch_generator(spec.seed, TRAIN_STREAM, server_round, client)
-        stats = train(model, data.x, data.y, parse_train_config(config), generator, spec.device)
+        x, y, poison = data.x, data.y, None
+        if client in spec.malicious and spec.poison is not None:
+            poison = _poisoning(json.dumps(spec.poison, sort_keys=True))
+            x, y = poison.poison_data(x, y, federation.data.num_classes)
+        stats = train(
+            model,
+            x,
+            y,
+            parse_train_config(config),
+            generator,
+            spec.device,
+            batch_transform=None if poison is None else poison.poison_batch,
+        )
+        state = model.state_dict()
+        if poison is not None and poison.boost != 1:
+            # Model replacement: send global + boost * (trained - global).
+            state = {k: sent[k] + poison.boost * (v.cpu() - sent[k]) for k, v in state.items()}
         content = RecordDict(
             {
-                "arrays": ArrayRecord(model.state_dict()),
+                "arrays": ArrayRecord(state),
                 "metrics": MetricRecord(
                     {"num-examples": len(data.y), "train_loss": float(stats["train_loss"])}
                 ),

@@ -8,6 +8,7 @@ depend on what else ran in the process or in which order clients were trained.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -98,6 +99,11 @@ def _batches(n: int, config: TrainConfig, generator: torch.Generator) -> list[to
     return list(stream[: config.local_steps * size].split(size))
 
 
+BatchTransform = Callable[
+    [torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]
+]
+
+
 def train(
     model: nn.Module,
     x: torch.Tensor,
@@ -105,6 +111,7 @@ def train(
     config: TrainConfig,
     generator: torch.Generator,
     device: torch.device | str = "cpu",
+    batch_transform: BatchTransform | None = None,
 ) -> dict[str, float]:
     """Plain minibatch SGD on ``(x, y)``, in place on ``model`` (already on ``device``).
 
@@ -126,6 +133,10 @@ def train(
         CPU generator that draws the minibatch order, and nothing else.
     device : torch.device | str (default: "cpu")
         Where the batches are moved.
+    batch_transform : BatchTransform | None (default: None)
+        ``(x, y, generator) -> (x, y)`` applied to every minibatch before the step (a
+        backdoor stamps its trigger here); it draws from ``generator`` after the batch
+        order, so honest clients' batches do not change.
 
     Returns
     -------
@@ -147,6 +158,8 @@ def train(
             # Indexing copies, so the shared x and y are only read.
             xb = x[idx].to(device)  # shape: (b, C, H, W)
             yb = y[idx].to(device=device, dtype=torch.long)  # shape: (b,)
+            if batch_transform is not None:
+                xb, yb = batch_transform(xb, yb, generator)
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(xb), yb)
             loss.backward()

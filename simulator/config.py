@@ -116,6 +116,9 @@ class BucketingSchema(PreSchema):
 @dataclass
 class AttackSchema:
     name: str = "none"
+    knowledge: str | None = None  # partial | full, for colluding (server-side) attacks
+    craft: Any = None  # a clients.attacks function: model poisoning by the adversary
+    poison: Any = None  # a clients.poisoning object: data poisoning in the clients
 
 
 @dataclass
@@ -293,6 +296,8 @@ def validate(cfg: DictConfig) -> None:
             f"must be <= num_clients ({cfg.num_clients})",
             combination=True,
         )
+    if cfg.attack.knowledge is not None and cfg.attack.knowledge not in ("partial", "full"):
+        raise _fail("attack.knowledge", cfg.attack.knowledge, "must be partial or full")
     if cfg.malicious_fraction > 0 and cfg.attack.name == "none":
         raise _fail(
             "malicious_fraction",
@@ -319,6 +324,18 @@ def validate(cfg: DictConfig) -> None:
     _checked(partitioner, num_partitions=cfg.num_clients, seed=0)
     _instantiate("engine", cfg.engine)
     _check_rule(cfg)
+    _check_attack(cfg, dataset)
+
+
+def _check_attack(cfg: DictConfig, dataset: Any) -> None:
+    """Build the attack's parts; a poisoning must fit the data set's classes and images."""
+    if cfg.attack.craft is not None:
+        _instantiate("attack", cfg.attack.craft)
+    if cfg.attack.poison is not None:
+        poison = _instantiate("attack", cfg.attack.poison)
+        _checked(poison.check_classes, num_classes=dataset.num_classes)
+        if hasattr(poison, "check_shape"):
+            _checked(poison.check_shape, input_shape=dataset.input_shape)
 
 
 def _check_rule(cfg: DictConfig) -> None:

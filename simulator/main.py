@@ -80,13 +80,14 @@ def simulate(
     import torch
 
     from clients.app import ClientSpec, make_client_app, train_config_record
+    from simulator.adversary import Adversary
     from simulator.federation import FederationSpec, load_federation
     from simulator.models import build_model
     from simulator.progress import RoundProgress
     from simulator.results import RunRecorder
     from simulator.seeding import derive_seed
     from simulator.server_app import ServerPlan, make_server_app, root_update_fn
-    from simulator.threat import attackers_told
+    from simulator.threat import attackers_told, malicious_clients
 
     started = time.perf_counter()
     validate(cfg)
@@ -110,15 +111,26 @@ def simulate(
         data.num_classes,
         derive_seed(cfg.seed, MODEL_STREAM),
     )
+    malicious = frozenset(malicious_clients(cfg.seed, cfg.num_clients, cfg.malicious_fraction))
+    poison = None if cfg.attack.poison is None else instantiate(cfg.attack.poison)
+    adversary = None
+    if cfg.attack.craft is not None and malicious:
+        adversary = Adversary(
+            instantiate(cfg.attack.craft), malicious, cfg.attack.knowledge or "full", cfg.seed
+        )
     client_spec = ClientSpec(
         federation=federation_spec,
         model=container["model"],
         seed=cfg.seed,
         device=cfg.device,
         torch_threads=cfg.torch_threads,
+        malicious=malicious,
+        poison=container["attack"]["poison"],
     )
     progress = RoundProgress(cfg.num_rounds, enabled=cfg.progress)
-    recorder = RunRecorder(output_dir, cfg.num_rounds, on_round=progress.update)
+    recorder = RunRecorder(
+        output_dir, cfg.num_rounds, on_round=progress.update, malicious=malicious
+    )
 
     told = attackers_told(cfg.strategy.num_malicious, cfg.malicious_fraction, cfg.clients_per_round)
     server_update_fn = None
@@ -138,6 +150,7 @@ def simulate(
             num_malicious=told,
             pre=instantiate(cfg.pre.steps),
             server_update_fn=server_update_fn,
+            adversary=adversary,
         )
 
     plan = ServerPlan(
@@ -150,6 +163,7 @@ def simulate(
         on_evaluated=recorder.on_evaluated,
         device=cfg.device,
         eval_batch_size=cfg.eval_batch_size,
+        success=None if poison is None else poison.success_examples(data.test.x, data.test.y),
     )
     engine = instantiate(cfg.engine)
     log.info(
@@ -186,7 +200,12 @@ def simulate(
             "threat_model": {
                 "malicious_fraction": cfg.malicious_fraction,
                 "attack": cfg.attack.name,
-                "malicious_clients": [],
+                "knowledge": cfg.attack.knowledge,
+                "where": _attack_site(cfg),
+                "malicious_clients": sorted(malicious),
+                "num_malicious": len(malicious),
+                "num_malicious_told": told,
+                "rounding": "round half up: floor(fraction * n + 1/2)",
             },
             "data_note": data.note,
         }
@@ -202,6 +221,14 @@ def simulate(
         output_dir,
     )
     return summary
+
+
+def _attack_site(cfg: DictConfig) -> str:
+    if cfg.attack.craft is not None:
+        return "server-side colluding adversary, between replies and aggregation"
+    if cfg.attack.poison is not None:
+        return "inside the malicious clients"
+    return "none"
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=CONFIG_NAME)

@@ -26,14 +26,48 @@ ROUND_COLUMNS = (
     "test_loss",
     "train_loss",
     "clients_sampled",
+    "malicious_sampled",
     "clients_trained",
     "failures",
     "rejected",
+    "attack_success_rate",
+    "detection_precision",
+    "detection_recall",
     "round_seconds",
     "aggregation_seconds",
     "note",
 )
-CLIENT_COLUMNS = ("round", "client", "num_examples", "train_loss", "update_norm", "weight")
+CLIENT_COLUMNS = (
+    "round",
+    "client",
+    "malicious",
+    "num_examples",
+    "train_loss",
+    "update_norm",
+    "weight",
+)
+
+# A weight at or below this counts as "left out" by the rule.
+FLAGGED_WEIGHT = 1e-12
+
+
+def detection(report: RoundReport, malicious: frozenset[int]) -> tuple[float, float]:
+    """Precision and recall of "flagged" against the malicious clients of the round.
+
+    Flagged: rejected (non-finite or malformed), or given weight 0 by the rule (Krum's
+    unselected, FLTrust's zero trust). Only defined where the rule gives per-client
+    weights; NaN otherwise, and NaN for a ratio with nothing to count.
+    """
+    if report.weights is None:
+        return float("nan"), float("nan")
+    flagged = set(report.rejected) | {
+        c for c, w in zip(report.client_ids, report.weights, strict=True) if w <= FLAGGED_WEIGHT
+    }
+    present = (set(report.client_ids) | set(report.rejected)) & malicious
+    hits = len(flagged & malicious)
+    precision = hits / len(flagged) if flagged else float("nan")
+    recall = hits / len(present) if present else float("nan")
+    return precision, recall
 
 
 def atomic_write_text(path: Path, text: str, *, durable: bool = False) -> None:
@@ -92,8 +126,10 @@ class RunRecorder:
         output_dir: Path,
         num_rounds: int,
         on_round: Callable[[int, float], None] | None = None,
+        malicious: frozenset[int] = frozenset(),
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.malicious = frozenset(malicious)
         self.num_rounds = num_rounds
         self.on_round = on_round
         self.rounds: list[dict[str, Any]] = []
@@ -118,6 +154,7 @@ class RunRecorder:
                 {
                     "round": report.server_round,
                     "client": client,
+                    "malicious": int(client in self.malicious),
                     "num_examples": report.num_examples[i],
                     "train_loss": report.train_losses[i],
                     "update_norm": report.update_norms[i],
@@ -126,11 +163,26 @@ class RunRecorder:
             )
 
     # Server evaluation -------------------------------------------------------------
-    def on_evaluated(self, server_round: int, accuracy: float, loss: float) -> None:
-        row: dict[str, Any] = {"round": server_round, "test_accuracy": accuracy, "test_loss": loss}
+    def on_evaluated(
+        self,
+        server_round: int,
+        accuracy: float,
+        loss: float,
+        attack_success_rate: float | None = None,
+    ) -> None:
+        row: dict[str, Any] = {
+            "round": server_round,
+            "test_accuracy": accuracy,
+            "test_loss": loss,
+            "attack_success_rate": attack_success_rate,
+        }
         report = self._pending
         if server_round > 0 and report is not None:
+            precision, recall = detection(report, self.malicious)
             row.update(
+                malicious_sampled=len(set(report.sampled) & self.malicious),
+                detection_precision=precision,
+                detection_recall=recall,
                 train_loss=report.train_loss,
                 clients_sampled=len(report.sampled),
                 clients_trained=len(report.client_ids),
@@ -160,6 +212,7 @@ class RunRecorder:
         scored = [r for r in trained if math.isfinite(r["test_accuracy"])]
         best = max(scored, key=lambda r: r["test_accuracy"], default=final)
         return {
+            "final_attack_success_rate": _finite_or_none(final.get("attack_success_rate")),
             "final_accuracy": _finite_or_none(final.get("test_accuracy")),
             "final_loss": _finite_or_none(final.get("test_loss")),
             "best_accuracy": _finite_or_none(best.get("test_accuracy")),

@@ -102,10 +102,24 @@ class ServerPlan:
     num_rounds: int
     train_config: ConfigRecord
     build_strategy: Callable[[dict[int, int]], Strategy]
-    on_evaluated: Callable[[int, float, float], None]
+    on_evaluated: Callable[..., None]
     device: str = "cpu"
+    # Test images whose prediction as the target counts as attack success, and the target.
+    success: tuple[torch.Tensor, int] | None = None
     eval_batch_size: int = 1024
     round_timeout: float = 3600.0
+
+
+@torch.no_grad()
+def attack_success_rate(
+    model: nn.Module, x: torch.Tensor, target: int, batch_size: int, device: str
+) -> float:
+    """Share of ``x`` the model assigns to ``target``."""
+    hits = 0
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start : start + batch_size].to(device))
+        hits += int((logits.argmax(dim=1) == target).sum())
+    return hits / len(x)
 
 
 def make_server_app(plan: ServerPlan) -> ServerApp:
@@ -131,8 +145,13 @@ def run_server(grid: Grid, plan: ServerPlan) -> Any:
         metrics = evaluate(
             model, plan.test.x, plan.test.y, batch_size=plan.eval_batch_size, device=plan.device
         )
-        plan.on_evaluated(server_round, float(metrics["accuracy"]), float(metrics["loss"]))
-        return MetricRecord({"accuracy": metrics["accuracy"], "loss": metrics["loss"]})
+        record = MetricRecord({"accuracy": metrics["accuracy"], "loss": metrics["loss"]})
+        asr = None
+        if plan.success is not None and len(plan.success[0]):
+            asr = attack_success_rate(model, *plan.success, plan.eval_batch_size, plan.device)
+            record["attack_success_rate"] = asr
+        plan.on_evaluated(server_round, float(metrics["accuracy"]), float(metrics["loss"]), asr)
+        return record
 
     return strategy.start(
         grid=grid,

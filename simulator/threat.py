@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+MALICIOUS_STREAM = 8
+
 
 def count_for(fraction: float, n: int) -> int:
     """``round_half_up(fraction * n)``: 0.25 of 10 is 3 (2.5 rounds up), 0.2 of 10 is 2."""
@@ -23,3 +25,16 @@ def attackers_told(num_malicious: int | None, fraction: float, clients_per_round
     if num_malicious is not None:
         return int(num_malicious)
     return count_for(fraction, clients_per_round)
+
+
+def malicious_clients(seed: int, num_clients: int, fraction: float) -> list[int]:
+    """The malicious client ids: ``count_for(fraction, num_clients)`` drawn once from the seed.
+
+    Fixed for the whole run (the draw depends on nothing but the seed and the counts),
+    and recorded in ``summary.json``.
+    """
+    from simulator.seeding import numpy_generator
+
+    count = count_for(fraction, num_clients)
+    rng = numpy_generator(seed, MALICIOUS_STREAM, num_clients)
+    return sorted(int(c) for c in rng.choice(num_clients, size=count, replace=False))

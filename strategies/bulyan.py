@@ -62,7 +62,9 @@ def bulyan(updates: torch.Tensor, num_malicious: int) -> Aggregate:
        (each step Krum with the same f on the ``r`` updates left, i.e. ``r - f - 2``
        nearest neighbours; where that drops below 1, in the last steps when f <= 1, the
        nearest neighbour counts, as in Flower's ``aggregate_bulyan``); see
-       ``bulyan_selection``.
+       ``bulyan_selection``. Where one neighbour counts (f <= 2, last steps), the two
+       remaining updates nearest each other tie exactly and the lower index wins, so for
+       f in {1, 2} the selection can depend on the order of the rows.
     2. Aggregation, per coordinate j: ``m_j`` = median of the theta selected values (even
        theta: mean of the two middle ones); the result is the mean of the
        ``beta = theta - 2f`` selected values closest to ``m_j`` (``|x_ij - m_j|``).
@@ -105,7 +107,7 @@ def bulyan(updates: torch.Tensor, num_malicious: int) -> Aggregate:
     selected = updates.index_select(0, chosen)
     if f == 0:  # theta = beta = n: every value is kept
         return Aggregate(update=selected.mean(dim=0), weights=weights)
-    gap = (selected - coordinate_median(selected)).abs()  # shape: (theta, d)
+    gap = (selected - coordinate_median(selected)).abs_()  # shape: (theta, d)
     if beta <= 2 * f:
         # gather the beta closest values
         keep = gap.topk(beta, dim=0, largest=False, sorted=False).indices  # shape: (beta, d)

@@ -62,8 +62,9 @@ def trimmed_mean(updates: torch.Tensor, beta: float) -> Aggregate:
     Per coordinate, drop the ``k = floor(beta * n)`` largest and ``k`` smallest values and
     average the ``n - 2k`` left (``k`` computed as Flower's and scipy's
     ``int(beta * n)``); ``k = 0`` is the plain mean. Precondition ``0 <= beta < 0.5``
-    (as Flower's FedTrimmedAvg). Robust when the Byzantine count f <= k; the FLTrust and
-    Fang papers trim k = f per side (pass ``beta = f / n``, exact when n is a multiple).
+    (as Flower's FedTrimmedAvg). Robust when the Byzantine count f <= k. The FLTrust and
+    Fang papers trim k = f per side: pass ``beta = (f + 0.5) / n``, not ``f / n``, whose
+    product with n can round below f (0.29 * 100 = 28.999999999999996, so k = 28).
 
     Computed without sorting and without cancellation: ``L = s_k`` and ``U = s_{n-k-1}``
     (the (k+1)-th smallest and largest, by two unsorted ``topk``), then
@@ -86,11 +87,7 @@ def trimmed_mean(updates: torch.Tensor, beta: float) -> Aggregate:
         ``update`` of shape ``(d,)`` in the input's dtype and device; ``weights`` None.
     """
     check_updates(updates)
-    if (
-        isinstance(beta, bool)
-        or not isinstance(beta, numbers.Real)
-        or not 0.0 <= float(beta) < 0.5
-    ):
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0.0 <= float(beta) < 0.5:
         raise ValueError(f"trimmed_mean needs 0 <= beta < 0.5, got beta={beta!r}")
     n = updates.shape[0]
     k = math.floor(float(beta) * n)  # == int(beta * n) for beta >= 0, as Flower

@@ -168,6 +168,10 @@ class RobustStrategy(FedAvg):
     root_size : int (default: 0)
         Examples of the training data the server holds as its root set (FLTrust); the
         run removes them from the clients' data and builds ``server_update_fn``.
+    adversary : Callable | None (default: None)
+        The colluding adversary (``simulator.adversary.Adversary``): given the round's
+        ``(n, d)`` updates and their client ids, returns the matrix with its clients'
+        rows crafted. It runs after honest rows are checked and before the rule.
     """
 
     def __init__(
@@ -186,6 +190,7 @@ class RobustStrategy(FedAvg):
         pre: Sequence[Callable[..., Any]] = (),
         server_update_fn: Callable[[int, ArrayRecord], torch.Tensor] | None = None,
         root_size: int = 0,
+        adversary: Callable[[torch.Tensor, list[int], int], torch.Tensor] | None = None,
     ) -> None:
         num_clients = len(node_to_client)
         super().__init__(
@@ -210,6 +215,7 @@ class RobustStrategy(FedAvg):
         self.pre = tuple(pre)
         self.server_update_fn = server_update_fn
         self.root_size = root_size
+        self.adversary = adversary
         steps = (*self.pre, rule)
         self._needs_server_update = any(accepts(step, "server_update") for step in steps)
         if self._needs_server_update and server_update_fn is None:
@@ -263,14 +269,10 @@ class RobustStrategy(FedAvg):
             order = sorted(rows)  # results never depend on reply order
             # shape: (n, d)
             updates = torch.stack([rows[c][0] for c in order]).to(self.device) - global_vector
-            finite = torch.isfinite(updates).all(dim=1).tolist()
-            for client, ok in zip(order, finite, strict=True):
-                if not ok:
-                    report.rejected[client] = "update has non-finite values"
-            keep = [i for i, ok in enumerate(finite) if ok]
-            if keep:
-                updates = updates[keep]
-                order = [order[i] for i in keep]
+            updates, order = self._drop_non_finite(updates, order, report)
+            if order and self.adversary is not None:
+                updates, order = self._attack(updates, order, report)
+            if order:
                 report.client_ids = order
                 report.num_examples = [rows[c][1] for c in order]
                 report.train_losses = [rows[c][2] for c in order]
@@ -284,6 +286,32 @@ class RobustStrategy(FedAvg):
         if self.observer is not None:
             self.observer.on_aggregated(report)
         return arrays, metrics
+
+    @staticmethod
+    def _drop_non_finite(
+        updates: torch.Tensor, order: list[int], report: RoundReport
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Rows with NaN or infinity are rejected (recorded with the reason), never aggregated."""
+        finite = torch.isfinite(updates).all(dim=1).tolist()
+        for client, ok in zip(order, finite, strict=True):
+            if not ok:
+                report.rejected[client] = "update has non-finite values"
+        keep = [i for i, ok in enumerate(finite) if ok]
+        if len(keep) == len(order):
+            return updates, order
+        return updates[keep], [order[i] for i in keep]
+
+    def _attack(
+        self, updates: torch.Tensor, order: list[int], report: RoundReport
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Let the colluding adversary rewrite its rows; its failures are recorded, not fatal."""
+        assert self.adversary is not None
+        try:
+            crafted = self.adversary(updates, order, report.server_round)
+        except ValueError as error:
+            report.note = f"attack failed ({error}): its clients sent honest updates"
+            return updates, order
+        return self._drop_non_finite(crafted, order, report)
 
     def _aggregate(
         self,

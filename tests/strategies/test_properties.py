@@ -3,7 +3,9 @@
 Every rule is called with parameters that meet its precondition (Krum n > 2f+2, Bulyan
 n >= 4f+3, trimmed mean k = floor(beta*n) >= f with beta < 1/2, f < n/2 elsewhere). Data
 come from torch generators seeded by hypothesis, in float64 unless a test says otherwise:
-continuous draws have no ties, so Krum's lower-index rule never decides a result here.
+continuous draws have no ties, so Krum's lower-index rule decides a result only where a
+test makes ties on purpose (identical rows), or where Bulyan forces them (see
+``bulyan_problems_without_forced_ties``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from strategies.mean import fedavg
 from strategies.pipeline import aggregate
 from strategies.preaggregation import bucketing, nearest_neighbor_mixing
 
-SETTINGS = settings(max_examples=20, deadline=None)
+SETTINGS = settings(max_examples=40, deadline=None)
 
 TAU = 1.0  # centered clipping radius
 ITERATIONS = 3  # centered clipping L
@@ -160,6 +162,7 @@ RULES = [
     ),
 ]
 WEIGHTED = {"fedavg", "geometric_median"}  # rules that take example-count weights
+SELECTING = {"krum", "multikrum", "bulyan"}  # weights mark the rows a Krum score selected
 BY_NAME = {rule.name: rule for rule in RULES}
 TRANSLATION_RULES = [rule for rule in RULES if rule.translation]
 ROBUST_RULES = [rule for rule in RULES if rule.robust]
@@ -321,6 +324,24 @@ def test_fltrust_invariant_to_rescaling_one_client(
 
 
 @SETTINGS
+@given(p=problems(BY_NAME["fltrust"]), zero_server=st.booleans())
+def test_fltrust_gives_zero_when_it_trusts_nobody(p: Problem, zero_server: bool) -> None:
+    """Every update at an obtuse angle to g0 (or g0 = 0): zero update, no mean fallback."""
+    g = p.generator()
+    x = randn(g, p.n, p.d)
+    g0 = torch.zeros(p.d, dtype=x.dtype) if zero_server else randn(g, p.d)
+    if not zero_server:
+        x = torch.where((x @ g0 < 0)[:, None], x, -x)  # shape: (n, d), all facing away
+        x[0] = 0.0  # a zero update has no direction: not trusted either
+
+    result = fltrust(x, g0)
+
+    assert torch.equal(result.update, torch.zeros(p.d, dtype=x.dtype))
+    assert result.weights is not None
+    assert torch.equal(result.weights, torch.zeros(p.n, dtype=x.dtype))
+
+
+@SETTINGS
 @given(p=problems(BY_NAME["norm_bound"]), scale=st.floats(1e-3, 1e4))
 def test_norm_bound_output_norm_is_bounded(p: Problem, scale: float) -> None:
     """Norm bounding is not translation-equivariant: its result has norm <= M, and rows
@@ -366,6 +387,12 @@ def test_identical_inputs_give_that_input(rule: Rule, data: st.DataObject, scale
     if rule.convex:
         assert result.weights is not None
         torch.testing.assert_close(result.weights.sum(), torch.tensor(1.0, dtype=x.dtype))
+    if rule.name in {"krum", "multikrum"}:  # every score ties: the lowest indices win
+        m = 1 if rule.name == "krum" else p.n - p.f
+        lowest = torch.zeros(p.n, dtype=x.dtype)
+        lowest[:m] = 1.0 / m
+        assert result.weights is not None
+        torch.testing.assert_close(result.weights, lowest)
 
 
 @pytest.mark.parametrize("rule", COORDINATE_RULES, ids=lambda r: r.name)
@@ -443,15 +470,19 @@ def test_huge_outliers_move_the_rule_little_and_the_mean_far(
     p = data.draw(problems(rule, min_f=1))
     g = p.generator()
     honest = randn(g, p.n - p.f, p.d)
-    x, _ = with_outliers(g, honest, p.f, OUTLIER_SCALE)
+    x, is_outlier = with_outliers(g, honest, p.f, OUTLIER_SCALE)
     kw = _extras(rule, g, p.n, p.d, torch.float64, optional=False)
     bound = _robust_bound(rule, p, float(torch.linalg.vector_norm(honest, dim=1).max()), kw)
 
-    update = rule.call(x, p.f, **kw).update
+    result = rule.call(x, p.f, **kw)
     control = fedavg(x).update
 
-    assert float(torch.linalg.vector_norm(update)) <= bound * (1 + 1e-9)
+    assert float(torch.linalg.vector_norm(result.update)) <= bound * (1 + 1e-9)
     assert float(torch.linalg.vector_norm(control)) > 100 * bound  # the mean is dragged away
+    if rule.name in SELECTING:  # Krum's score leaves every outlier out of the selection
+        assert result.weights is not None
+        assert bool((result.weights[is_outlier] == 0).all())
+        assert bool((result.weights[~is_outlier] >= 0).all())
 
 
 @ids

@@ -1,0 +1,540 @@
+"""Fang et al. (USENIX Security 2020): local model poisoning attacks on Krum and trimmed mean.
+
+Every function here follows the attack contract of ``clients.attacks``::
+
+    attack(benign, num_malicious, num_clients, *, own=None, **params) -> (num_malicious, d)
+
+in update space (client weights minus global weights). ``knowledge="full"``: ``benign`` holds
+all ``n - f`` benign updates of the round. ``knowledge="partial"``: the adversary knows only
+the malicious clients' own honest updates, ``own`` (or ``benign`` when ``own`` is None).
+Inputs are never modified; the result has ``benign``'s dtype and device; every random draw
+comes from the ``generator`` keyword. ``num_malicious == 0`` returns an empty ``(0, d)``
+tensor (after the inputs are checked), so a round that sampled no malicious client needs no
+special case in the caller.
+
+Reference: Fang, Cao, Jia, Gong, "Local Model Poisoning Attacks to Byzantine-Robust
+Federated Learning", USENIX Security 2020 (arXiv:1911.11815).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import torch
+
+from strategies.base import Aggregate, pairwise_sq_distances
+from strategies.krum import krum
+
+KNOWLEDGE = ("full", "partial")
+
+
+# ---------------------------------------------------------------------------------------
+# input checks (one-line ValueErrors naming the values)
+# ---------------------------------------------------------------------------------------
+
+
+def _check_matrix(name: str, x: object) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must have shape (k, d), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor, got dtype {x.dtype}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one row and one column, got {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} must be finite; it holds NaN or inf")
+    return x
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_real(name: str, value: object, *, low: float, strict: bool) -> float:
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, numbers.Real)
+        and math.isfinite(float(value))
+        and (float(value) > low if strict else float(value) >= low)
+    )
+    if not ok:
+        raise ValueError(
+            f"{name} must be a finite number {'>' if strict else '>='} {low}, got {value!r}"
+        )
+    return float(value)
+
+
+def _check_generator(generator: object, attack: str) -> torch.Generator:
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(
+            f"{attack} draws random values and needs generator=torch.Generator, got {generator!r}"
+        )
+    return generator
+
+
+def _known_updates(
+    benign: object,
+    num_malicious: object,
+    num_clients: object,
+    own: object,
+    knowledge: object,
+) -> tuple[torch.Tensor, int, int]:
+    """Validate the contract's arguments; return (the updates the adversary uses, f, n).
+
+    Full knowledge: ``benign`` must hold exactly the ``n - f`` benign updates of the round.
+    Partial knowledge: ``own`` when given, else ``benign``. ``own``, when given, must be
+    ``(f, d)`` in either mode (full knowledge does not use it).
+    """
+    benign = _check_matrix("benign", benign)
+    f = _check_int("num_malicious", num_malicious, 0)
+    n = _check_int("num_clients", num_clients, 0)
+    if n < f:
+        raise ValueError(f"num_clients must be >= num_malicious, got n={n}, f={f}")
+    if knowledge not in KNOWLEDGE:
+        raise ValueError(f"knowledge must be one of {KNOWLEDGE}, got {knowledge!r}")
+    d = benign.shape[1]
+    if own is not None:
+        own = _check_matrix("own", own)
+        if own.shape != (f, d):
+            raise ValueError(f"own must have shape (f, d) = ({f}, {d}), got {tuple(own.shape)}")
+    if knowledge == "full":
+        if benign.shape[0] != n - f:
+            raise ValueError(
+                f"full knowledge needs all n - f = {n - f} benign updates, "
+                f"got benign with {benign.shape[0]} rows (n={n}, f={f})"
+            )
+        return benign, f, n
+    return (benign if own is None else own), f, n
+
+
+def _empty(benign: torch.Tensor) -> torch.Tensor:
+    return benign.new_empty((0, benign.shape[1]))
+
+
+# ---------------------------------------------------------------------------------------
+# attack on Krum
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FangKrumSearch:
+    """What the lambda search of ``fang_krum_search`` found.
+
+    Attributes
+    ----------
+    updates : torch.Tensor
+        Shape ``(f, d)``: the crafted updates ``-lam * s`` (row 0) and its ``f - 1``
+        supporters (rows 1..f-1); what ``fang_krum`` returns.
+    lam : float
+        The lambda of row 0: the first of ``lam_init, lam_init/2, ...`` for which the check
+        selected a crafted row, or, when none did, the last one tried.
+    lam_init : float
+        The start of the search, Theorem 1's bound (``fang_krum_lambda_bound``).
+    selected : bool
+        Whether the check selected a crafted row at ``lam``.
+    num_tried : int
+        How many lambdas were tried (``lam == lam_init / 2 ** (num_tried - 1)``).
+    """
+
+    updates: torch.Tensor
+    lam: float
+    lam_init: float
+    selected: bool
+    num_tried: int
+
+
+def fang_krum_lambda_bound(known: torch.Tensor, num_malicious: int, num_clients: int) -> float:
+    """Theorem 1's upper bound on lambda, the start of Fang's search against Krum.
+
+    ``lam_init = sqrt( min_i sum_{j in N_i} ||g_i - g_j||^2 / ((n - 2f - 1) d) )
+    + max_i ||g_i|| / sqrt(d)`` over the known benign updates ``g_i`` (update space, so the
+    paper's ``D(w_i, w_Re)`` is ``||g_i||``), with ``N_i`` the ``q`` nearest other known
+    updates, ``q = min(n - f - 2, k - 1)``. With full knowledge ``k = n - f`` and ``q`` is the
+    paper's ``n - f - 2``; with partial knowledge (``k`` own updates, usually ``k = f``) fewer
+    neighbours exist and all ``k - 1`` are summed. Needs ``n > 2f + 1``.
+
+    Parameters
+    ----------
+    known : torch.Tensor
+        Shape ``(k, d)``, the benign updates the adversary knows (finite). Not modified.
+    num_malicious : int
+        f.
+    num_clients : int
+        n, the clients aggregated this round (honest + malicious).
+
+    Returns
+    -------
+    float
+        ``lam_init >= 0``.
+    """
+    known = _check_matrix("known", known)
+    f = _check_int("num_malicious", num_malicious, 0)
+    n = _check_int("num_clients", num_clients, 0)
+    if n <= 2 * f + 1:
+        raise ValueError(f"Fang's lambda bound needs n > 2f + 1, got n={n}, f={f}")
+    k, d = known.shape
+    q = min(n - f - 2, k - 1)
+    x = known.to(torch.float64)
+    if q >= 1:
+        distances = pairwise_sq_distances(x)  # shape: (k, k), float64
+        distances.fill_diagonal_(float("inf"))  # a row is never its own neighbour
+        sums = distances.topk(q, dim=1, largest=False, sorted=False).values.sum(dim=1)
+        min_sum = float(sums.min())
+    else:  # a single known update has no neighbour: the first term is 0
+        min_sum = 0.0
+    max_norm = float(x.norm(dim=1).max())
+    return math.sqrt(min_sum / ((n - 2 * f - 1) * d)) + max_norm / math.sqrt(d)
+
+
+def _default_check(known_rows: int, f: int, knowledge: str) -> Callable[[torch.Tensor], Aggregate]:
+    """Krum told f (full knowledge), or the most the simulated rows allow (partial)."""
+    if knowledge == "full":
+        return functools.partial(krum, num_malicious=f)
+    rows = known_rows + f
+    told = min(f, (rows - 3) // 2)  # the largest f' <= f with rows > 2f' + 2
+    if told < 0:
+        raise ValueError(
+            f"partial-knowledge fang_krum simulates Krum on k + f = {rows} rows "
+            f"(k={known_rows}, f={f}); Krum needs >= 3"
+        )
+    return functools.partial(krum, num_malicious=told)
+
+
+def _crafted_selected(result: Aggregate, crafted: torch.Tensor, num_known: int) -> bool:
+    """Whether the check's result is a crafted row (rows ``num_known..`` of its input).
+
+    With weights: every positive weight is on a crafted row (Krum: its one-hot weight).
+    Without: the returned update equals a crafted row exactly.
+    """
+    if result.weights is not None:
+        positive = result.weights > 0
+        return bool(positive.any()) and not bool(positive[:num_known].any())
+    return any(torch.equal(result.update, row) for row in crafted)
+
+
+def fang_krum_search(
+    benign: torch.Tensor,
+    num_malicious: int,
+    num_clients: int,
+    *,
+    own: torch.Tensor | None = None,
+    knowledge: str = "full",
+    epsilon: float = 0.01,
+    threshold: float = 1e-5,
+    aggregator: Callable[[torch.Tensor], Aggregate] | None = None,
+    generator: torch.Generator | None = None,
+) -> FangKrumSearch:
+    """Fang's attack on Krum, with the details of its lambda search; see ``fang_krum``.
+
+    Returns
+    -------
+    FangKrumSearch
+        The crafted updates (``(f, d)``, ``benign``'s dtype and device) and the lambdas.
+    """
+    known, f, n = _known_updates(benign, num_malicious, num_clients, own, knowledge)
+    epsilon = _check_real("epsilon", epsilon, low=0.0, strict=False)
+    threshold = _check_real("threshold", threshold, low=0.0, strict=True)
+    if aggregator is not None and not callable(aggregator):
+        raise ValueError(f"aggregator must be callable, got {aggregator!r}")
+    d = benign.shape[1]
+    if f == 0:
+        return FangKrumSearch(_empty(benign), lam=0.0, lam_init=0.0, selected=False, num_tried=0)
+    lam = lam_init = fang_krum_lambda_bound(known, f, n)
+    check = aggregator if aggregator is not None else _default_check(known.shape[0], f, knowledge)
+
+    # s: the sign of the estimated direction of change, in update space sign(mean update)
+    s = torch.sign(known.to(torch.float64).mean(dim=0))  # shape: (d,)
+    # The f - 1 supporters: w1 + noise_i, noise_i uniform in the ball of radius epsilon
+    # (direction: a normalised standard normal; radius: epsilon * U^(1/d)). Drawn once,
+    # before the search, so the draws do not depend on how many lambdas are tried.
+    noise = torch.zeros((f - 1, d), dtype=torch.float64)  # shape: (f - 1, d)
+    if f >= 2 and epsilon > 0.0:
+        gen = _check_generator(generator, "fang_krum with f >= 2 and epsilon > 0")
+        z = torch.randn((f - 1, d), generator=gen, dtype=torch.float64, device=gen.device)
+        u = torch.rand((f - 1, 1), generator=gen, dtype=torch.float64, device=gen.device)
+        noise = (z / z.norm(dim=1, keepdim=True) * (epsilon * u ** (1.0 / d))).cpu()
+    s, noise = s.to(benign.device), noise.to(benign.device)
+    known_rows = known.to(dtype=benign.dtype, device=benign.device)
+
+    num_tried = 0
+    while True:
+        num_tried += 1
+        w1 = -lam * s  # shape: (d,)
+        crafted = torch.cat([w1[None, :], w1[None, :] + noise]).to(benign.dtype)  # (f, d)
+        result = check(torch.cat([known_rows, crafted]))  # shape: (k + f, d)
+        selected = _crafted_selected(result, crafted, known_rows.shape[0])
+        if selected or lam / 2.0 < threshold:
+            break
+        lam /= 2.0
+    return FangKrumSearch(
+        crafted, lam=lam, lam_init=lam_init, selected=selected, num_tried=num_tried
+    )
+
+
+def fang_krum(
+    benign: torch.Tensor,
+    num_malicious: int,
+    num_clients: int,
+    *,
+    own: torch.Tensor | None = None,
+    knowledge: str = "full",
+    epsilon: float = 0.01,
+    threshold: float = 1e-5,
+    aggregator: Callable[[torch.Tensor], Aggregate] | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Fang's attack on Krum: one update pushed against the benign direction, plus supporters.
+
+    Formula (update space): ``s = sign(mean_i g_i)`` over the known benign updates; the main
+    crafted update is ``w1 = -lam * s``; the other ``f - 1`` attackers send
+    ``w1 + noise_i`` with ``noise_i`` uniform in the L2 ball of radius ``epsilon``
+    (direction a normalised standard normal, radius ``epsilon * U^(1/d)``, ``U ~ U[0, 1)``;
+    drawn once from ``generator``: first the normals ``(f - 1, d)``, then ``U`` ``(f - 1,)``).
+    ``lam`` starts at Theorem 1's bound (``fang_krum_lambda_bound``) and is halved until the
+    check, ``aggregator`` applied to the known benign rows followed by the ``f`` crafted rows,
+    selects a crafted row (every positive weight on a crafted row; without weights, the
+    returned update equals a crafted row), or until the next halving would fall below
+    ``threshold`` (1e-5): then the last lambda tried (the smallest ``>= threshold``) is used,
+    not selected. At least one lambda is always tried. ``fang_krum_search`` reports ``lam``.
+
+    Variant. Full knowledge (the paper's default): all ``n - f`` benign updates; the check is
+    ``strategies.krum.krum(num_malicious=f)`` on ``n`` rows, the server's Krum. Partial
+    knowledge (the paper's variant): the malicious clients' own honest updates (``own``, or
+    ``benign`` when ``own`` is None) stand in for the benign ones, in ``s``, in the bound and
+    in the check (the bound keeps the true n and f and counts neighbours among the k own
+    updates, ``fang_krum_lambda_bound``); the check runs on ``k + f`` rows (usually ``2f``),
+    where Krum told f would break its precondition ``rows > 2f + 2``, so the default check
+    tells it ``min(f, (k + f - 3) // 2)`` (``f - 2`` for ``k = f``). ``epsilon = 0`` makes the
+    supporters exact copies of ``w1`` and needs no generator.
+
+    Breakdown: the attack wins Krum's selection when the benign updates are spread widely
+    relative to their mean (noisy, non-IID clients); when they sit tightly around a mean far
+    from zero, no lambda is selected and the result is the small-lambda fallback (an update
+    near zero, ``selected`` False in ``fang_krum_search``). Krum needs ``n > 2f + 2``.
+
+    Reference: Fang et al., USENIX Security 2020 (the attack on Krum and its Theorem 1);
+    Blanchard et al., NeurIPS 2017 (Krum).
+
+    Parameters
+    ----------
+    benign : torch.Tensor
+        Shape ``(k, d)``; full knowledge: all ``k = n - f`` benign updates of the round.
+    num_malicious : int
+        f >= 0; f = 0 returns an empty ``(0, d)`` tensor.
+    num_clients : int
+        n, the clients aggregated this round (honest + malicious).
+    own : torch.Tensor | None (default: None)
+        Shape ``(f, d)``, the malicious clients' own honest updates (partial knowledge).
+    knowledge : str (default: "full")
+        ``"full"`` or ``"partial"``.
+    epsilon : float (default: 0.01)
+        Radius of the ball the supporters are drawn in, >= 0.
+    threshold : float (default: 1e-5)
+        The search stops before lambda falls below this, > 0.
+    aggregator : Callable[[torch.Tensor], Aggregate] | None (default: None)
+        The rule the check simulates, called on the stacked ``(k + f, d)`` rows, e.g.
+        ``functools.partial(strategies.krum.krum, num_malicious=f)`` (the default in full
+        knowledge).
+    generator : torch.Generator | None (default: None)
+        Source of the supporters' noise; required when ``f >= 2`` and ``epsilon > 0``.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(f, d)`` in ``benign``'s dtype and device: row 0 is ``-lam * s``.
+    """
+    return fang_krum_search(
+        benign,
+        num_malicious,
+        num_clients,
+        own=own,
+        knowledge=knowledge,
+        epsilon=epsilon,
+        threshold=threshold,
+        aggregator=aggregator,
+        generator=generator,
+    ).updates
+
+
+# ---------------------------------------------------------------------------------------
+# attack on trimmed mean and median
+# ---------------------------------------------------------------------------------------
+
+
+def fang_trimmed_mean_intervals(
+    benign: torch.Tensor,
+    num_malicious: int,
+    num_clients: int,
+    *,
+    own: torch.Tensor | None = None,
+    knowledge: str = "full",
+    b: float = 2.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-coordinate intervals ``[low_j, high_j]`` Fang's trimmed-mean attack draws from.
+
+    Full knowledge, with ``s_j = sign(mean_i g_ij)`` and ``max_j``, ``min_j`` over the benign
+    updates: ``s_j < 0``: ``[max_j, b max_j]`` if ``max_j > 0`` else ``[max_j, max_j / b]``;
+    otherwise (``s_j >= 0``): ``[min_j / b, min_j]`` if ``min_j > 0`` else
+    ``[b min_j, min_j]``. Partial knowledge, with ``mu_j`` and ``sigma_j`` (sample standard
+    deviation, ``correction=1``; needs >= 2 known updates) of the known own updates and
+    ``s_j = sign(mu_j)``: ``[mu_j + 3 sigma_j, mu_j + 4 sigma_j]`` if ``s_j < 0``, else
+    ``[mu_j - 4 sigma_j, mu_j - 3 sigma_j]``.
+
+    Returns
+    -------
+    tuple[torch.Tensor, torch.Tensor]
+        ``(low, high)``, each shape ``(d,)``, float64, on ``benign``'s device.
+    """
+    known, _, _ = _known_updates(benign, num_malicious, num_clients, own, knowledge)
+    b = _check_real("b", b, low=1.0, strict=False)
+    x = known.to(torch.float64)
+    if knowledge == "full":
+        s = torch.sign(x.mean(dim=0))
+        hi_val, lo_val = x.amax(dim=0), x.amin(dim=0)
+        # s_j < 0: above the largest benign value; else: below the smallest
+        up_low, up_high = hi_val, torch.where(hi_val > 0, b * hi_val, hi_val / b)
+        down_low, down_high = torch.where(lo_val > 0, lo_val / b, b * lo_val), lo_val
+    else:
+        if x.shape[0] < 2:
+            raise ValueError(
+                f"partial-knowledge fang_trimmed_mean needs >= 2 known updates for sigma, "
+                f"got {x.shape[0]}"
+            )
+        mu, sigma = x.mean(dim=0), x.std(dim=0, correction=1)
+        s = torch.sign(mu)
+        up_low, up_high = mu + 3.0 * sigma, mu + 4.0 * sigma
+        down_low, down_high = mu - 4.0 * sigma, mu - 3.0 * sigma
+    negative = s < 0
+    low = torch.where(negative, up_low, down_low).to(benign.device)
+    return low, torch.where(negative, up_high, down_high).to(benign.device)
+
+
+def fang_trimmed_mean(
+    benign: torch.Tensor,
+    num_malicious: int,
+    num_clients: int,
+    *,
+    own: torch.Tensor | None = None,
+    knowledge: str = "full",
+    b: float = 2.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Fang's attack on trimmed mean and median: values just past the benign extremes.
+
+    Formula: per coordinate j, every one of the f attackers draws independently and
+    uniformly from ``[low_j, high_j]`` (``fang_trimmed_mean_intervals``): with full knowledge
+    beyond the benign maximum when ``s_j = sign(mean_j) < 0`` (``[max_j, b max_j]`` or
+    ``[max_j, max_j / b]``) and beyond the benign minimum otherwise (``[min_j / b, min_j]``
+    or ``[b min_j, min_j]``), ``b = 2``; with partial knowledge ``mu_j + [3, 4] sigma_j``
+    when ``s_j < 0`` and ``mu_j - [4, 3] sigma_j`` otherwise, from the malicious clients'
+    own honest updates. ``value = low + U (high - low)``, ``U ~ U[0, 1)`` of shape
+    ``(f, d)`` from ``generator`` (one draw, row-major), computed in float64 and kept inside
+    ``[low, high]`` against rounding before the cast to ``benign``'s dtype.
+
+    Variant: the paper's attack on trimmed mean, also used unchanged against the median, as
+    in the paper. ``s_j = 0`` takes the ``s_j >= 0`` side, as REFERENCES.md writes it.
+
+    Breakdown: every crafted value lies on the side opposite ``s_j``; a trimmed mean that
+    trims ``k >= f`` per side discards them but, with them, ``f`` extra benign values on the
+    ``s_j`` side are no longer the extremes, so the kept values and the result shift against
+    ``s_j``; the median moves ``f/2`` order statistics against ``s_j``.
+
+    Reference: Fang et al., USENIX Security 2020 (the attack on trimmed mean, reused on the
+    median).
+
+    Parameters
+    ----------
+    benign : torch.Tensor
+        Shape ``(k, d)``; full knowledge: all ``k = n - f`` benign updates of the round.
+    num_malicious : int
+        f >= 0; f = 0 returns an empty ``(0, d)`` tensor.
+    num_clients : int
+        n, the clients aggregated this round (honest + malicious).
+    own : torch.Tensor | None (default: None)
+        Shape ``(f, d)``, the malicious clients' own honest updates (partial knowledge).
+    knowledge : str (default: "full")
+        ``"full"`` or ``"partial"``.
+    b : float (default: 2.0)
+        How far past the extreme the full-knowledge interval reaches, >= 1.
+    generator : torch.Generator
+        Required (also when f = 0, so a missing generator is caught on the first round).
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(f, d)`` in ``benign``'s dtype and device.
+    """
+    low, high = fang_trimmed_mean_intervals(
+        benign, num_malicious, num_clients, own=own, knowledge=knowledge, b=b
+    )
+    generator = _check_generator(generator, "fang_trimmed_mean")
+    f = int(num_malicious)
+    if f == 0:
+        return _empty(benign)
+    d = benign.shape[1]
+    u = torch.rand((f, d), generator=generator, dtype=torch.float64, device=generator.device)
+    u = u.to(benign.device)
+    values = (low + u * (high - low)).clamp(min=low, max=high)  # shape: (f, d)
+    # rounding to a narrower dtype is monotone, so the values stay in the rounded interval
+    return values.to(benign.dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# selection by the rule attacked
+# ---------------------------------------------------------------------------------------
+
+FANG_ATTACKS: Mapping[str, Callable[..., torch.Tensor]] = MappingProxyType(
+    {
+        "krum": fang_krum,
+        "trimmed_mean": fang_trimmed_mean,
+        "median": fang_trimmed_mean,  # the paper attacks the median with the same attack
+    }
+)
+
+
+def fang(
+    benign: torch.Tensor,
+    num_malicious: int,
+    num_clients: int,
+    *,
+    own: torch.Tensor | None = None,
+    rule: str = "krum",
+    **params: object,
+) -> torch.Tensor:
+    """Fang's attack tailored to ``rule``: ``fang_krum`` or ``fang_trimmed_mean``.
+
+    ``rule`` is looked up in ``FANG_ATTACKS`` (``"krum"``, ``"trimmed_mean"``, ``"median"``;
+    the median uses the trimmed-mean attack, as the paper does); ``params`` (``knowledge``,
+    ``generator``, ``epsilon``, ``b``, ...) go to the selected attack unchanged; a parameter
+    the selected attack does not take raises ``ValueError``.
+
+    Parameters
+    ----------
+    benign, num_malicious, num_clients, own
+        As in ``fang_krum`` / ``fang_trimmed_mean``.
+    rule : str (default: "krum")
+        The aggregation rule the attack targets.
+    **params
+        Keyword arguments of the selected attack.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(num_malicious, d)`` in ``benign``'s dtype and device.
+    """
+    attack = FANG_ATTACKS.get(rule) if isinstance(rule, str) else None
+    if attack is None:
+        raise ValueError(f"unknown Fang rule {rule!r}; valid: {sorted(FANG_ATTACKS)}")
+    unknown = sorted(set(params) - set(inspect.signature(attack).parameters))
+    if unknown:
+        raise ValueError(f"Fang's attack on {rule} takes no parameter(s) {unknown}")
+    return attack(benign, num_malicious, num_clients, own=own, **params)

@@ -1,0 +1,79 @@
+"""The colluding adversary: rewrites the malicious clients' rows between replies and rule.
+
+Model-poisoning attacks need other updates (the mean and spread of the benign ones, or
+a search against the rule), so they are computed on the server side, after every
+sampled client has trained honestly and before the aggregation rule runs, as in the
+threat models of Fang et al. 2020, Baruch et al. 2019 and Shejwalkar & Houmansadr 2021.
+``knowledge`` says what the adversary sees: ``partial``, only its own clients' honest
+updates; ``full``, the updates of every benign client of the round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+import torch
+
+from simulator.seeding import torch_generator
+from strategies.pipeline import call_with_available
+
+ATTACK_STREAM = 9
+KNOWLEDGE = ("partial", "full")
+
+
+class Adversary:
+    """Replace the malicious rows of a round's update matrix with crafted updates.
+
+    Parameters
+    ----------
+    craft : Callable
+        An attack from ``clients.attacks`` (usually a Hydra partial with its parameters),
+        called as ``craft(benign, num_malicious, num_clients, own=..., generator=...)``;
+        keywords it does not take are not passed.
+    malicious : Collection[int]
+        The malicious client ids (fixed for the run).
+    knowledge : str
+        ``partial`` or ``full``.
+    seed : int
+        Run seed; the attack's randomness is seeded by ``(seed, round)``.
+    """
+
+    def __init__(
+        self,
+        craft: Callable[..., torch.Tensor],
+        malicious: Collection[int],
+        knowledge: str,
+        seed: int,
+    ) -> None:
+        if knowledge not in KNOWLEDGE:
+            raise ValueError(f"attack.knowledge={knowledge}: must be one of {', '.join(KNOWLEDGE)}")
+        self.craft = craft
+        self.malicious = frozenset(int(c) for c in malicious)
+        self.knowledge = knowledge
+        self.seed = seed
+
+    def __call__(
+        self, updates: torch.Tensor, client_ids: Sequence[int], server_round: int
+    ) -> torch.Tensor:
+        """A new ``(n, d)`` matrix whose malicious rows are crafted; the input is not changed."""
+        bad = [i for i, c in enumerate(client_ids) if c in self.malicious]
+        if not bad:
+            return updates
+        good = [i for i, c in enumerate(client_ids) if c not in self.malicious]
+        own = updates[bad]  # shape: (f, d), the attackers' own honest updates
+        benign = updates[good] if self.knowledge == "full" and good else own
+        available: dict[str, Any] = {
+            "own": own,
+            "knowledge": self.knowledge,
+            "generator": torch_generator(self.seed, ATTACK_STREAM, server_round),
+        }
+        crafted = call_with_available(
+            self.craft, benign, num_malicious=len(bad), num_clients=len(client_ids), **available
+        )
+        expected = (len(bad), updates.shape[1])
+        if tuple(crafted.shape) != expected:
+            raise ValueError(f"attack returned shape {tuple(crafted.shape)}, expected {expected}")
+        result = updates.clone()
+        result[bad] = crafted.to(result.dtype)
+        return result
