@@ -95,8 +95,8 @@ class Backdoor:
     poison_fraction : float (default: 0.5)
         In (0, 1]: share of each minibatch that is poisoned.
     pattern : str (default: "square")
-    size : int (default: 3)
-    position : list[int] (default: [-4, -4])
+    size : int (default: 2)
+    position : list[int] (default: [-2, -2]): the bottom-right 2x2 corner
     pixels : list[list[int]] | None
     value : float (default: 1.0)
     boost : float (default: 1.0)
@@ -108,8 +108,8 @@ class Backdoor:
         target_label: int = 0,
         poison_fraction: float = 0.5,
         pattern: str = "square",
-        size: int = 3,
-        position: tuple[int, int] | list[int] = (-4, -4),
+        size: int = 2,
+        position: tuple[int, int] | list[int] = (-2, -2),
         pixels: list[list[int]] | None = None,
         value: float = 1.0,
         boost: float = 1.0,

@@ -10,6 +10,7 @@ constraint; the entry point prints it and exits with status 2.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -298,6 +299,15 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.attack.knowledge is not None and cfg.attack.knowledge not in ("partial", "full"):
         raise _fail("attack.knowledge", cfg.attack.knowledge, "must be partial or full")
+    from simulator.threat import count_for
+
+    if count_for(cfg.malicious_fraction, cfg.num_clients) >= cfg.num_clients:
+        raise _fail(
+            "malicious_fraction",
+            cfg.malicious_fraction,
+            f"rounds to all {cfg.num_clients} clients; at least one must be honest",
+            combination=True,
+        )
     if cfg.malicious_fraction > 0 and cfg.attack.name == "none":
         raise _fail(
             "malicious_fraction",
@@ -328,14 +338,48 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _check_attack(cfg: DictConfig, dataset: Any) -> None:
-    """Build the attack's parts; a poisoning must fit the data set's classes and images."""
+    """Build the attack's parts and run them once on small stand-in data.
+
+    A colluding attack is called by the real ``Adversary`` on a seeded random
+    ``(clients_per_round, 8)`` matrix with the configured share of attackers, so a bad
+    parameter fails here, in one line, and not silently in every round. A poisoning must
+    fit the data set's classes and images.
+    """
+    from simulator.adversary import Adversary
+    from simulator.threat import count_for
+
     if cfg.attack.craft is not None:
-        _instantiate("attack", cfg.attack.craft)
+        craft = _instantiate("attack", cfg.attack.craft)
+        n = cfg.clients_per_round
+        f = count_for(cfg.malicious_fraction, n)
+        # With one attacker a failure is the attack's own parameters; with f, the mix.
+        for attackers, combination in ((min(f, 1), False), (f, True)):
+            if not attackers:
+                continue
+            adversary = Adversary(craft, range(attackers), cfg.attack.knowledge or "full", seed=0)
+            updates = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+            try:
+                adversary(updates, list(range(n)), server_round=1)
+            except (ValueError, TypeError) as error:
+                raise ConfigError(
+                    _attack_error(cfg, error, attackers, n), combination=combination
+                ) from None
     if cfg.attack.poison is not None:
         poison = _instantiate("attack", cfg.attack.poison)
         _checked(poison.check_classes, num_classes=dataset.num_classes)
         if hasattr(poison, "check_shape"):
             _checked(poison.check_shape, input_shape=dataset.input_shape)
+
+
+def _attack_error(cfg: DictConfig, error: Exception, attackers: int, n: int) -> str:
+    cause: BaseException = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+    if unexpected:
+        return f"attack.craft.{unexpected.group(1)}: attack={cfg.attack.name} has no such parameter"
+    reason = str(cause).splitlines()[0]
+    return f"attack={cfg.attack.name} with {attackers} of {n} clients per round malicious: {reason}"
 
 
 def _check_rule(cfg: DictConfig) -> None:

@@ -18,7 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from simulator.data import DataSplit, LoadedData
+from simulator.data import DataError, DataSplit, LoadedData
 from simulator.partition import partition_indices
 from simulator.seeding import derive_seed
 
@@ -80,6 +80,11 @@ def _load_federation(key: str) -> Federation:
     if data.note:
         log.info("%s", data.note)
     labels = data.train.y.numpy()
+    if root_size >= len(labels):
+        raise DataError(
+            f"strategy.root_size={root_size}: must be below the {len(labels)} training "
+            f"examples of {data.name}, which the clients need too"
+        )
     # FLTrust's root set: drawn uniformly from the training data, removed from the clients'.
     order = np.random.default_rng(derive_seed(seed, ROOT_STREAM)).permutation(len(labels))
     root_index = np.sort(order[:root_size])

@@ -92,6 +92,7 @@ def simulate(
     started = time.perf_counter()
     validate(cfg)
     output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     quiet_libraries(cfg.verbose)
     torch.set_num_threads(cfg.torch_threads)
     container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -114,10 +115,9 @@ def simulate(
     malicious = frozenset(malicious_clients(cfg.seed, cfg.num_clients, cfg.malicious_fraction))
     poison = None if cfg.attack.poison is None else instantiate(cfg.attack.poison)
     adversary = None
+    knowledge = cfg.attack.knowledge or ("full" if cfg.attack.craft is not None else None)
     if cfg.attack.craft is not None and malicious:
-        adversary = Adversary(
-            instantiate(cfg.attack.craft), malicious, cfg.attack.knowledge or "full", cfg.seed
-        )
+        adversary = Adversary(instantiate(cfg.attack.craft), malicious, knowledge, cfg.seed)
     client_spec = ClientSpec(
         federation=federation_spec,
         model=container["model"],
@@ -200,7 +200,8 @@ def simulate(
             "threat_model": {
                 "malicious_fraction": cfg.malicious_fraction,
                 "attack": cfg.attack.name,
-                "knowledge": cfg.attack.knowledge,
+                "knowledge": knowledge,
+                "parameters": _attack_parameters(container["attack"]),
                 "where": _attack_site(cfg),
                 "malicious_clients": sorted(malicious),
                 "num_malicious": len(malicious),
@@ -221,6 +222,15 @@ def simulate(
         output_dir,
     )
     return summary
+
+
+def _attack_parameters(attack: dict[str, Any]) -> dict[str, Any]:
+    """The attack's own settings (ALIE's z and sign, a trigger, a boost) for the summary."""
+    part = attack.get("craft") or attack.get("poison") or {}
+    params = {k: v for k, v in part.items() if not k.startswith("_")}
+    if attack.get("name") == "alie":
+        params["form"] = "mu - z * sigma (Baruch et al.: the paper's sign)"
+    return params
 
 
 def _attack_site(cfg: DictConfig) -> str:

@@ -60,10 +60,11 @@ def detection(report: RoundReport, malicious: frozenset[int]) -> tuple[float, fl
     """
     if report.weights is None:
         return float("nan"), float("nan")
-    flagged = set(report.rejected) | {
+    rejected = {c for c in report.rejected if c >= 0}  # -1: a node that is no client
+    flagged = rejected | {
         c for c, w in zip(report.client_ids, report.weights, strict=True) if w <= FLAGGED_WEIGHT
     }
-    present = (set(report.client_ids) | set(report.rejected)) & malicious
+    present = (set(report.client_ids) | rejected) & malicious
     hits = len(flagged & malicious)
     precision = hits / len(flagged) if flagged else float("nan")
     recall = hits / len(present) if present else float("nan")
@@ -130,6 +131,7 @@ class RunRecorder:
     ) -> None:
         self.output_dir = Path(output_dir)
         self.malicious = frozenset(malicious)
+        self.attack_failed_rounds = 0
         self.num_rounds = num_rounds
         self.on_round = on_round
         self.rounds: list[dict[str, Any]] = []
@@ -148,6 +150,7 @@ class RunRecorder:
 
     def on_aggregated(self, report: RoundReport) -> None:
         self._pending = report
+        self.attack_failed_rounds += int(report.attack_failed)
         weights = report.weights or [None] * len(report.client_ids)
         for i, client in enumerate(report.client_ids):
             self._new_clients.append(
@@ -221,6 +224,7 @@ class RunRecorder:
                 self.rounds[0]["test_accuracy"] if self.rounds else None
             ),
             "rounds": len(trained),
+            "rounds_attack_failed": self.attack_failed_rounds,
             "wall_seconds": time.perf_counter() - self.started,
             **extra,
         }

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from logging import INFO
+from logging import DEBUG, INFO
 from typing import Any, Protocol
 
 import numpy as np
@@ -40,6 +40,7 @@ SAMPLING_STREAM = 1
 PREAGGREGATION_STREAM = 5
 
 NUM_EXAMPLES_KEY = "num-examples"
+MAX_EXAMPLES = 2**31  # a larger reported count is a malformed (or malicious) reply
 TRAIN_LOSS_KEY = "train_loss"
 
 
@@ -72,7 +73,10 @@ class ArrayLayout:
             raise ValueError(f"arrays do not match the model: missing {missing}, extra {extra}")
         parts = []
         for key, shape in zip(self.keys, self.shapes, strict=True):
-            array = record[key].numpy()
+            try:
+                array = record[key].numpy()
+            except (TypeError, ValueError) as error:  # e.g. not numpy-serialised
+                raise ValueError(f"array {key!r} cannot be read: {error}") from None
             if array.shape != shape:
                 raise ValueError(f"array {key!r} has shape {array.shape}, the model {shape}")
             parts.append(torch.from_numpy(np.asarray(array, dtype=np.float32)).reshape(-1))
@@ -106,6 +110,10 @@ class RoundReport:
     rejected: dict[int, str] = field(default_factory=dict)  # client id -> why
     aggregation_seconds: float = 0.0
     note: str = ""
+    attack_failed: bool = False
+
+    def add_note(self, text: str) -> None:
+        self.note = f"{self.note}; {text}" if self.note else text
 
     @property
     def train_loss(self) -> float:
@@ -253,8 +261,14 @@ class RobustStrategy(FedAvg):
         report = RoundReport(server_round=server_round, sampled=list(self._sampled))
         layout = ArrayLayout.of(self._global)
         rows: dict[int, tuple[torch.Tensor, int, float]] = {}
+        sampled = set(self._sampled)
         for message in replies:
-            client = self.node_to_client.get(message.metadata.src_node_id, -1)
+            client = self.node_to_client.get(message.metadata.src_node_id)
+            if client is None or client not in sampled or client in rows:
+                # Not a node this round asked, or a second reply: never aggregated.
+                key = -1 if client is None else client
+                report.rejected.setdefault(key, "reply from a node not sampled this round")
+                continue
             if message.has_error():
                 report.failures[client] = message.error.reason
                 continue
@@ -281,7 +295,7 @@ class RobustStrategy(FedAvg):
         if arrays is not None:
             metrics = MetricRecord({TRAIN_LOSS_KEY: report.train_loss})
         elif not report.note:
-            report.note = "no usable reply: global model kept"
+            report.add_note("no usable reply: global model kept")
         report.aggregation_seconds = time.perf_counter() - start
         if self.observer is not None:
             self.observer.on_aggregated(report)
@@ -308,8 +322,10 @@ class RobustStrategy(FedAvg):
         assert self.adversary is not None
         try:
             crafted = self.adversary(updates, order, report.server_round)
-        except ValueError as error:
-            report.note = f"attack failed ({error}): its clients sent honest updates"
+        except Exception as error:  # a failing attack is recorded, never a crash
+            log(DEBUG, "attack failed in round %d", report.server_round, exc_info=True)
+            report.add_note(f"attack failed ({type(error).__name__}: {error}): honest updates sent")
+            report.attack_failed = True
             return updates, order
         return self._drop_non_finite(crafted, order, report)
 
@@ -326,7 +342,8 @@ class RobustStrategy(FedAvg):
             "center": self._center,
         }
         if self.weight_by_examples:
-            available["weights"] = torch.tensor(report.num_examples, dtype=updates.dtype)
+            counts = torch.tensor(report.num_examples, dtype=torch.float64)
+            available["weights"] = (counts / counts.sum()).to(updates.device, updates.dtype)
         if self._needs_server_update:
             assert self.server_update_fn is not None and self._global is not None
             server_update = self.server_update_fn(report.server_round, self._global)
@@ -334,13 +351,13 @@ class RobustStrategy(FedAvg):
         try:
             result = aggregate(updates, self.rule, self.pre, **available)
         except ValueError as error:  # e.g. too few replies left for the rule's precondition
-            report.note = f"{self.name} could not aggregate ({error}): global model kept"
+            report.add_note(f"{self.name} could not aggregate ({error}): global model kept")
+            return None
+        if not torch.isfinite(result.update).all():
+            report.add_note("aggregate has non-finite values: global model kept")
             return None
         if result.weights is not None:
             report.weights = result.weights.detach().cpu().tolist()
-        if not torch.isfinite(result.update).all():
-            report.note = "aggregate has non-finite values: global model kept"
-            return None
         self._center = result.update.detach()
         return layout.unflatten(global_vector + self.server_lr * result.update)
 
@@ -358,8 +375,8 @@ class RobustStrategy(FedAvg):
         vector = layout.flatten(next(iter(content.array_records.values())))
         metrics = next(iter(content.metric_records.values()))
         count = metrics.get(NUM_EXAMPLES_KEY)
-        if not _is_real(count) or count < 1 or count != int(count):  # type: ignore[operator]
-            raise ValueError(f"{NUM_EXAMPLES_KEY}={count!r} is not a whole count >= 1")
+        if not _is_real(count) or not 1 <= count <= MAX_EXAMPLES or count != int(count):  # type: ignore[operator]
+            raise ValueError(f"{NUM_EXAMPLES_KEY}={count!r} is not a whole count in [1, 2^31]")
         loss = metrics.get(TRAIN_LOSS_KEY, float("nan"))
         if not _is_real(loss, allow_nan=True):
             raise ValueError(f"{TRAIN_LOSS_KEY}={loss!r} is not a number")

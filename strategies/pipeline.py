@@ -61,7 +61,8 @@ def aggregate(
         mixing = mixed.mixing if mixing is None else mixed.mixing @ mixing
     offered = dict(available)
     if mixing is not None and offered.get("weights") is not None:
-        offered["weights"] = mixing.to(offered["weights"].dtype) @ offered["weights"]
+        weights = offered["weights"]
+        offered["weights"] = mixing.to(weights.device, weights.dtype) @ weights
     result: Aggregate = call_with_available(rule, x, **offered)
     if mixing is None or result.weights is None:
         return result if mixing is None else Aggregate(update=result.update, weights=None)
