@@ -25,8 +25,14 @@ def _select(distances: torch.Tensor, f: int) -> torch.Tensor:
     chosen = []
     # theta = n - 2f steps, each over an (r, r) matrix: at most n iterations, never over d
     for _ in range(n - 2 * f):
-        scores = krum_scores(distances[remaining][:, remaining], f)
-        best = int(torch.argmin(scores))  # first minimum: ties go to the lower index
+        among = distances[remaining][:, remaining]
+        scores = krum_scores(among, f)
+        # With r - f - 2 < 2 neighbours (the last steps when f <= 2) the two rows nearest
+        # each other always tie exactly; break ties by the summed distance to the whole
+        # remaining set, which does not depend on row order, and only then by index.
+        tied = scores == scores.min()
+        totals = torch.where(tied, among.sum(dim=1), torch.full_like(scores, float("inf")))
+        best = int(torch.argmin(totals))
         chosen.append(remaining[best])
         remaining = torch.cat([remaining[:best], remaining[best + 1 :]])
     return torch.stack(chosen)
@@ -37,7 +43,10 @@ def bulyan_selection(updates: torch.Tensor, num_malicious: int) -> torch.Tensor:
 
     Each step runs Krum (``krum_scores`` with the same f, so ``r - f - 2`` neighbours in a
     set of ``r`` remaining updates, at least 1) on the updates not yet chosen and moves the
-    winner (ties to the lower index) into the selection.
+    winner into the selection. Exact score ties (always present in the last steps when
+    f <= 2, where one neighbour is counted) go to the row with the smaller summed distance
+    to all remaining rows, then to the lower index, so the selection does not depend on
+    the order of the rows.
 
     Parameters
     ----------

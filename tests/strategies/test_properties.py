@@ -4,8 +4,8 @@ Every rule is called with parameters that meet its precondition (Krum n > 2f+2, 
 n >= 4f+3, trimmed mean k = floor(beta*n) >= f with beta < 1/2, f < n/2 elsewhere). Data
 come from torch generators seeded by hypothesis, in float64 unless a test says otherwise:
 continuous draws have no ties, so Krum's lower-index rule decides a result only where a
-test makes ties on purpose (identical rows), or where Bulyan forces them (see
-``bulyan_problems_without_forced_ties``).
+test makes ties on purpose (identical rows). Bulyan's last Krum steps tie by construction
+when f <= 2 (one neighbour counted); its order-free tie-break is checked here too.
 """
 
 from __future__ import annotations
@@ -201,22 +201,6 @@ def problems(draw: st.DrawFn, rule: Rule, min_f: int = 0) -> Problem:
     return Problem(n=n, d=d, f=f, seed=draw(st.integers(0, 2**32 - 1)))
 
 
-@st.composite
-def bulyan_problems_without_forced_ties(draw: st.DrawFn) -> Problem:
-    """Bulyan inputs whose every Krum step counts >= 2 neighbours: f = 0 or f >= 3.
-
-    Bulyan's last selection step runs Krum on r = 2f + 1 rows with r - f - 2 = f - 1
-    neighbours, at least 1. With one neighbour, the two rows nearest each other have
-    bit-equal scores whatever the data, and the lower index wins: for f in {1, 2} the
-    selection, hence the result, depends on the order of the rows (see the report on
-    ``strategies/bulyan.py``). With f = 0 every row is selected.
-    """
-    n = draw(st.integers(15, 23))
-    f = draw(st.sampled_from([0, *range(3, (n - 3) // 4 + 1)]))
-    d = draw(st.integers(1, 6))
-    return Problem(n=n, d=d, f=f, seed=draw(st.integers(0, 2**32 - 1)))
-
-
 def randn(g: torch.Generator, *shape: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
 
@@ -257,10 +241,7 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, rule: Rule, scale: floa
 @SETTINGS
 @given(data=st.data())
 def test_permutation_invariance(rule: Rule, data: st.DataObject) -> None:
-    if rule.name == "bulyan":
-        p = data.draw(bulyan_problems_without_forced_ties())
-    else:
-        p = data.draw(problems(rule))
+    p = data.draw(problems(rule))
     g = p.generator()
     x = randn(g, p.n, p.d)
     kw = _extras(rule, g, p.n, p.d, torch.float64)
