@@ -575,3 +575,70 @@ def test_fedavg_rejects_bad_weights(weights: torch.Tensor, match: str) -> None:
 def test_fedavg_rejects_bad_updates(updates: torch.Tensor) -> None:
     with pytest.raises(ValueError):
         fedavg(updates)
+
+
+def test_duplicate_reply_is_rejected_and_the_first_one_counts() -> None:
+    observer = Observer()
+    rnd = Round(make_strategy(observer=observer))
+    first = [rnd.reply(c) for c in range(4)]
+    duplicate = rnd.reply(2, arrays={k: v * 100 for k, v in rnd.client_arrays[2].items()})
+    arrays, _ = rnd.strategy.aggregate_train(1, [*first, duplicate])
+    assert arrays is not None
+    np.testing.assert_allclose(
+        flat64(as_numpy(arrays)), rnd.expected([0, 1, 2, 3], True), rtol=1e-5, atol=1e-6
+    )
+    assert "not sampled" in observer.reports[0].rejected[2]
+
+
+def test_reply_from_an_unsampled_client_is_not_aggregated() -> None:
+    observer = Observer()
+    strategy = make_strategy(observer=observer, clients_per_round=2)
+    rnd = Round(strategy)
+    sampled = strategy._sampled
+    outsider = next(c for c in range(4) if c not in sampled)
+    instruction = Message(RecordDict(), CLIENT_TO_NODE[outsider], MessageType.TRAIN)
+    stray = reply(instruction, rnd.client_arrays[outsider], 10, 0.1)
+    arrays, _ = strategy.aggregate_train(1, [*(rnd.reply(c) for c in sampled), stray])
+    assert arrays is not None
+    assert observer.reports[0].client_ids == sorted(sampled)
+    assert outsider in observer.reports[0].rejected
+
+
+def test_unreadable_array_is_rejected_not_raised() -> None:
+    from flwr.app import Array
+
+    observer = Observer()
+    rnd = Round(make_strategy(observer=observer))
+    bad = rnd.reply(0)
+    record = next(iter(bad.content.array_records.values()))
+    key = next(iter(record))
+    good = record[key]
+    record[key] = Array(dtype=good.dtype, shape=good.shape, stype="torch.raw", data=good.data)
+    arrays, _ = rnd.strategy.aggregate_train(1, [bad, *(rnd.reply(c) for c in (1, 2, 3))])
+    assert arrays is not None
+    assert "cannot be read" in observer.reports[0].rejected[0]
+
+
+def test_huge_example_count_is_rejected() -> None:
+    observer = Observer()
+    rnd = Round(make_strategy(observer=observer))
+    replies = [rnd.reply(0, n=10**300), *(rnd.reply(c) for c in (1, 2, 3))]
+    arrays, _ = rnd.strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    assert set(observer.reports[0].rejected) == {0}
+
+
+def test_failing_attack_is_recorded_and_the_round_goes_on() -> None:
+    observer = Observer()
+    strategy = make_strategy(observer=observer)
+
+    def broken_adversary(updates, client_ids, server_round):
+        raise RuntimeError("attack exploded")
+
+    strategy.adversary = broken_adversary
+    rnd = Round(strategy)
+    arrays, _ = strategy.aggregate_train(1, [rnd.reply(c) for c in range(4)])
+    assert arrays is not None
+    report = observer.reports[0]
+    assert report.attack_failed
+    assert "attack exploded" in report.note
