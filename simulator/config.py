@@ -164,6 +164,7 @@ class OleanderConfig:
     device: str = "cpu"
     torch_threads: int = 1
     eval_batch_size: int = 1024
+    checkpoint_every: int = 1
     progress: bool = True
     verbose: bool = False
 
@@ -232,6 +233,7 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("malicious_fraction", lambda v: _is_real(v) and 0 <= v < 1, "must be in [0, 1)"),
     ("torch_threads", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
     ("eval_batch_size", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
+    ("checkpoint_every", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0 (0: never)"),
     ("strategy.server_lr", lambda v: _is_real(v) and v > 0, "must be a number > 0"),
     (
         "strategy.num_malicious",

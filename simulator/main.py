@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from simulator import __version__
+from simulator import __version__, checkpoint
 from simulator.config import ConfigError, validate
 from simulator.preflight import CONFIG_DIR, CONFIG_NAME, fail, preflight
 
@@ -34,7 +34,7 @@ log = logging.getLogger("oleander")
 
 MODEL_STREAM = 4
 # Keys that change how a run is executed or shown, never its numbers.
-NON_RESULT_KEYS = ("engine", "progress", "verbose")
+NON_RESULT_KEYS = ("engine", "progress", "verbose", "checkpoint_every")
 
 
 def config_digest(cfg: DictConfig) -> str:
@@ -86,11 +86,12 @@ def simulate(
     from simulator.progress import RoundProgress
     from simulator.results import RunRecorder
     from simulator.seeding import derive_seed
-    from simulator.server_app import ServerPlan, make_server_app, root_update_fn
+    from simulator.server_app import Checkpointer, ServerPlan, make_server_app, root_update_fn
     from simulator.threat import attackers_told, malicious_clients
 
     started = time.perf_counter()
     validate(cfg)
+    digest = config_digest(cfg)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     quiet_libraries(cfg.verbose)
@@ -164,6 +165,11 @@ def simulate(
         device=cfg.device,
         eval_batch_size=cfg.eval_batch_size,
         success=None if poison is None else poison.success_examples(data.test.x, data.test.y),
+        checkpoint=Checkpointer(
+            output_dir / checkpoint.FILENAME, cfg.checkpoint_every, digest, recorder
+        )
+        if cfg.checkpoint_every
+        else None,
     )
     engine = instantiate(cfg.engine)
     log.info(
@@ -187,7 +193,7 @@ def simulate(
     summary = recorder.summary(
         {
             "seed": cfg.seed,
-            "config_digest": config_digest(cfg),
+            "config_digest": digest,
             "versions": versions(),
             "engine": engine.name,
             "dataset": data.name,
@@ -211,8 +217,9 @@ def simulate(
             "data_note": data.note,
         }
     )
-    summary["wall_seconds"] = time.perf_counter() - started
+    summary["wall_seconds"] = time.perf_counter() - min(started, recorder.started)
     recorder.write_summary(summary)
+    (output_dir / checkpoint.FILENAME).unlink(missing_ok=True)  # finished: summary.json says so
     log.info(
         "final accuracy %.4f (best %.4f at round %s) in %.1f s; results in %s",
         summary["final_accuracy"] or float("nan"),
@@ -222,6 +229,31 @@ def simulate(
         output_dir,
     )
     return summary
+
+
+def finished_summary(output_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The summary of a finished run of this very config in ``output_dir``, else None."""
+    path = output_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("config_digest") != config_digest(cfg):
+        return None
+    return summary
+
+
+def record_skipped(output_dir: Path, cfg: DictConfig, reason: str) -> None:
+    """``skipped.json``: a sweep point that cannot run, with the reason (for the report)."""
+    from simulator.results import atomic_write_text
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "reason": reason,
+        "overrides": list(HydraConfig.get().overrides.task),
+        "config_digest": config_digest(cfg),
+    }
+    atomic_write_text(output_dir / "skipped.json", json.dumps(payload, indent=2) + "\n")
 
 
 def _attack_parameters(attack: dict[str, Any]) -> dict[str, Any]:
@@ -244,13 +276,20 @@ def _attack_site(cfg: DictConfig) -> str:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=CONFIG_NAME)
 def hydra_main(cfg: DictConfig) -> float | None:
     """Hydra's task function: one run, with errors turned into one clear line."""
+    from simulator.checkpoint import CheckpointError
     from simulator.data import DataError
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    finished = finished_summary(output_dir, cfg)
+    if finished is not None:
+        log.info("already finished with this config; results in %s", output_dir)
+        return finished["final_accuracy"]
     try:
         summary = run(cfg)
-    except (ConfigError, DataError) as error:
+    except (ConfigError, DataError, CheckpointError) as error:
         if multirun:
+            record_skipped(output_dir, cfg, str(error))
             log.error("skipped: %s", error)
             return None
         fail(str(error))

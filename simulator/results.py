@@ -208,6 +208,27 @@ class RunRecorder:
         atomic_write_text(self.output_dir / "rounds.csv", _csv_text(ROUND_COLUMNS, self.rounds))
         atomic_write_text(self.output_dir / "clients.csv", self._clients_text)
 
+    # Checkpoints -------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the results so far (plain containers only)."""
+        return {
+            "rounds": self.rounds,
+            "clients_text": self._clients_text,
+            "clients_written": self.clients_written,
+            "attack_failed_rounds": self.attack_failed_rounds,
+            "elapsed": time.perf_counter() - self.started,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's results; the files are rewritten to match it."""
+        self.rounds = list(state["rounds"])
+        self._clients_text = state["clients_text"]
+        self.clients_written = state["clients_written"]
+        self.attack_failed_rounds = state["attack_failed_rounds"]
+        self.started = time.perf_counter() - state["elapsed"]
+        self._new_clients = []
+        self._write_tables()
+
     # End of run --------------------------------------------------------------------
     def summary(self, extra: dict[str, Any]) -> dict[str, Any]:
         trained = [r for r in self.rounds if r["round"] > 0]

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 
 from clients.app import CLIENT_ID_KEY
 from clients.training import evaluate, train
+from simulator import checkpoint
 from simulator.data import DataSplit
 from simulator.seeding import torch_generator
 
@@ -106,8 +108,38 @@ class ServerPlan:
     device: str = "cpu"
     # Test images whose prediction as the target counts as attack success, and the target.
     success: tuple[torch.Tensor, int] | None = None
+    checkpoint: Checkpointer | None = None
     eval_batch_size: int = 1024
     round_timeout: float = 3600.0
+
+
+@dataclass
+class Checkpointer:
+    """Saves the run every ``every`` rounds (and after the last), and resumes from it."""
+
+    path: Path
+    every: int
+    config_digest: str
+    recorder: Any  # simulator.results.RunRecorder
+
+    def load(self) -> dict[str, Any] | None:
+        return checkpoint.load(self.path, self.config_digest)
+
+    def maybe_save(
+        self, server_round: int, last_round: int, arrays: ArrayRecord, strategy: Any
+    ) -> None:
+        if self.every <= 0 or (server_round % self.every and server_round != last_round):
+            return
+        checkpoint.save(
+            self.path,
+            {
+                "round": server_round,
+                "config_digest": self.config_digest,
+                "arrays": checkpoint.arrays_to_tensors(arrays),
+                "strategy": strategy.state(),
+                "recorder": self.recorder.state(),
+            },
+        )
 
 
 @torch.no_grad()
@@ -134,13 +166,29 @@ def make_server_app(plan: ServerPlan) -> ServerApp:
 
 
 def run_server(grid: Grid, plan: ServerPlan) -> Any:
-    """Discover the clients, then ``Strategy.start`` with centralized evaluation each round."""
+    """Discover the clients, then ``Strategy.start`` with centralized evaluation each round.
+
+    With a checkpoint in the output directory, the run resumes after its last saved round:
+    the strategy is told how many rounds are done, so Flower's loop counts on from there.
+    """
     node_to_client = discover_clients(grid, plan.num_clients)
     strategy = plan.build_strategy(node_to_client)
     model = plan.initial_model.to(plan.device)
     initial = ArrayRecord(model.state_dict())
+    done = 0
+    saver = plan.checkpoint
+    saved = saver.load() if saver is not None else None
+    if saver is not None and saved is not None:
+        done = int(saved["round"])
+        initial = checkpoint.tensors_to_arrays(saved["arrays"])
+        strategy.load_state(saved["strategy"], rounds_done=done)
+        saver.recorder.load_state(saved["recorder"])
+        log.info("resuming after round %d of %d from %s", done, plan.num_rounds, saver.path)
 
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0 and done:
+            return None  # the resumed model was evaluated when it was saved
+        server_round += done
         model.load_state_dict(arrays.to_torch_state_dict())
         metrics = evaluate(
             model, plan.test.x, plan.test.y, batch_size=plan.eval_batch_size, device=plan.device
@@ -151,12 +199,14 @@ def run_server(grid: Grid, plan: ServerPlan) -> Any:
             asr = attack_success_rate(model, *plan.success, plan.eval_batch_size, plan.device)
             record["attack_success_rate"] = asr
         plan.on_evaluated(server_round, float(metrics["accuracy"]), float(metrics["loss"]), asr)
+        if saver is not None and server_round > 0:
+            saver.maybe_save(server_round, plan.num_rounds, arrays, strategy)
         return record
 
     return strategy.start(
         grid=grid,
         initial_arrays=initial,
-        num_rounds=plan.num_rounds,
+        num_rounds=plan.num_rounds - done,
         timeout=plan.round_timeout,
         train_config=plan.train_config,
         evaluate_fn=evaluate_fn,

@@ -229,6 +229,9 @@ class RobustStrategy(FedAvg):
         if self._needs_server_update and server_update_fn is None:
             raise ValueError(f"strategy={name} needs the server's own update (a root set)")
         self._center: torch.Tensor | None = None  # previous aggregate (centered clipping)
+        # Rounds already done before ``start`` (a resumed run): Flower's loop counts from 1,
+        # every seed and record uses ``round_offset + server_round``.
+        self.round_offset = 0
         self._global: ArrayRecord | None = None
         self._sampled: list[int] = []
 
@@ -240,6 +243,7 @@ class RobustStrategy(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Send the global model to this round's seeded sample of clients."""
+        server_round += self.round_offset
         if self.observer is not None:
             self.observer.on_round_start(server_round)
         self._global = arrays
@@ -256,6 +260,7 @@ class RobustStrategy(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Stack, check and aggregate the replies; ``(None, None)`` keeps the global model."""
         start = time.perf_counter()
+        server_round += self.round_offset
         if self._global is None:
             raise RuntimeError("aggregate_train called before configure_train")
         report = RoundReport(server_round=server_round, sampled=list(self._sampled))
@@ -328,6 +333,15 @@ class RobustStrategy(FedAvg):
             report.attack_failed = True
             return updates, order
         return self._drop_non_finite(crafted, order, report)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint must keep for the next rounds to be as if never interrupted."""
+        return {"center": None if self._center is None else self._center.cpu()}
+
+    def load_state(self, state: dict[str, Any], rounds_done: int) -> None:
+        center = state.get("center")
+        self._center = None if center is None else center.to(self.device)
+        self.round_offset = rounds_done
 
     def _aggregate(
         self,

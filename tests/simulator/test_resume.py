@@ -1,0 +1,75 @@
+"""Interrupted runs resume from their checkpoint and end with the numbers they would have had."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from flwr.app import Context, Message, MessageType
+from flwr.clientapp.typing import ClientAppCallable
+
+from simulator.checkpoint import FILENAME, CheckpointError
+from simulator.main import simulate
+from tests.conftest import compose_config
+
+METRICS = ("round", "test_accuracy", "test_loss", "train_loss", "clients_trained",
+           "malicious_sampled", "detection_precision", "detection_recall")  # fmt: skip
+
+
+class Interrupt(KeyboardInterrupt):
+    """Stands in for a kill: a BaseException no part of a run may swallow."""
+
+
+def interrupt_at(server_round: int):
+    def mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        if message.metadata.message_type == MessageType.TRAIN:
+            config = next(iter(message.content.config_records.values()))
+            if int(config["server-round"]) == server_round:
+                raise Interrupt
+        return call_next(message, context)
+
+    return mod
+
+
+def _metrics(path: Path) -> list[tuple[str, ...]]:
+    with open(path / "rounds.csv", newline="") as handle:
+        return [tuple(row[c] for c in METRICS) for row in csv.DictReader(handle)]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("strategy=fedavg",),
+        # centered clipping keeps state across rounds; the attack and sampling draw per round
+        ("strategy=centered_clipping", "strategy.rule.tau=1.0", "attack=alie",
+         "malicious_fraction=0.2", "clients_per_round=8"),
+    ],
+    ids=["fedavg", "cclip-alie-sampled"],
+)  # fmt: skip
+def test_interrupted_run_resumes_to_identical_numbers(
+    tmp_path: Path, overrides: tuple[str, ...]
+) -> None:
+    cfg = compose_config("num_clients=10", "num_rounds=5", "progress=false", *overrides)
+    simulate(cfg, tmp_path / "whole")
+
+    broken = tmp_path / "broken"
+    with pytest.raises(Interrupt):
+        simulate(cfg, broken, client_mods=[interrupt_at(4)])
+    assert (broken / FILENAME).is_file()
+    assert not (broken / "summary.json").exists()
+    assert len(_metrics(broken)) == 4  # rounds 0..3
+
+    summary = simulate(cfg, broken)
+    assert _metrics(broken) == _metrics(tmp_path / "whole")
+    assert summary["rounds"] == 5
+    assert not (broken / FILENAME).exists(), "a finished run keeps no checkpoint"
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
+    cfg = compose_config("num_clients=10", "num_rounds=3", "progress=false")
+    with pytest.raises(Interrupt):
+        simulate(cfg, tmp_path, client_mods=[interrupt_at(2)])
+    other = compose_config("num_clients=10", "num_rounds=3", "progress=false", "lr=0.05")
+    with pytest.raises(CheckpointError, match="another configuration"):
+        simulate(other, tmp_path)
