@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from simulator.config import ConfigError, validate
-from simulator.preflight import _points, check_point
+from simulator.preflight import CONFIG_DIR, _points, check_point
 from tests.conftest import compose_config, group_entries
 
 
@@ -188,3 +188,18 @@ def test_structured_schema_rejects_wrong_type_at_composition() -> None:
     cfg = compose_config()
     with pytest.raises(Exception):  # noqa: B017 - OmegaConf's ValidationError
         OmegaConf.update(cfg, "num_rounds", "many", merge=True)
+
+
+@pytest.mark.parametrize("entry", group_entries("experiment"))
+def test_every_experiment_preset_composes_and_validates(entry: str) -> None:
+    from tests.conftest import MNIST_DIR
+
+    overrides = [f"+experiment={entry}"]
+    if "mnist" in entry:
+        # The presets name no data path; any existing directory passes the cheap check.
+        overrides.append(f"dataset.path={MNIST_DIR if MNIST_DIR.is_dir() else Path.cwd()}")
+    cfg = compose_config(*overrides)
+    validate(cfg)
+    header = (Path(CONFIG_DIR) / "experiment" / f"{entry}.yaml").read_text().splitlines()
+    assert header[0] == "# @package _global_"
+    assert any("oleander" in line for line in header[1:6]), "the header says how to run it"
