@@ -1,10 +1,10 @@
 """The ``oleander-report`` command: tables, a Markdown report and plots over a sweep of runs.
 
-A run is a folder holding ``.hydra/config.yaml`` (or a ``skipped.json``). Only four files
-of a run are read, and only as data: ``.hydra/config.yaml`` (``yaml.safe_load``; ``${key}``
-interpolations are resolved here by lookup, no OmegaConf resolvers run), ``summary.json``,
-``skipped.json`` and ``rounds.csv``. Nothing found in a run directory is unpickled, imported
-or executed.
+A run is a folder holding ``.hydra/config.yaml`` (or a ``skipped.json``). Only five files
+of a run are read, and only as data: ``.hydra/config.yaml`` and ``.hydra/overrides.yaml``
+(``yaml.safe_load``; ``${key}`` interpolations are resolved here by lookup, no OmegaConf
+resolver runs), ``summary.json``, ``skipped.json`` and ``rounds.csv``. Nothing found in a
+run directory is unpickled, imported or executed.
 
 The pipeline is ``collect`` (folders -> ``Run``) -> ``results_rows`` / ``rounds_rows`` (one row
 per finished run / per finished run and round) -> ``aggregate`` (mean and sample standard
@@ -285,6 +285,11 @@ def load_run(path: Path, name: str) -> Run:
             return run
         if not run.config:
             raise BrokenFile("config.yaml: missing")
+        for key in ("strategy.name", "attack.name"):
+            if not isinstance(_get(run.config, key), str):
+                raise BrokenFile(f"config.yaml: no {key}")
+        if _float(_get(run.config, "malicious_fraction")) is None:
+            raise BrokenFile("config.yaml: malicious_fraction is not a number")
         summary = load_json(path / "summary.json")
         run.rounds, run.round_columns = load_rounds(path / "rounds.csv")
     except BrokenFile as error:
@@ -313,7 +318,7 @@ def collect(dirs: Sequence[Path]) -> list[Run]:
     roots = []
     for d in dirs:
         if not d.is_dir():
-            raise ReportError(f"no such directory: {d}")
+            raise ReportError(f"not a directory: {d}" if d.exists() else f"no such directory: {d}")
         roots.append(d.resolve())
     base = Path(os.path.commonpath(roots))
     found: dict[Path, None] = {}
@@ -807,7 +812,7 @@ def plot_accuracy_over_rounds(report: Report, path: Path) -> None:
                 [m - s for m, s in zip(means, stds, strict=True)],
                 [m + s for m, s in zip(means, stds, strict=True)],
                 color=colors[rule],
-                alpha=0.15,
+                alpha=0.15 if len(report.rules) <= 4 else 0.07,
             )
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{report.label(setting)}, f = {fraction:g}", fontsize=10)
@@ -898,7 +903,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="run or sweep folders (searched recursively)",
     )
     parser.add_argument(
-        "--out", type=Path, metavar="OUTDIR", help="where to write (default: the first DIR)"
+        "--out",
+        type=Path,
+        metavar="OUTDIR",
+        help="where to write (default: the first DIR; DIR/report when DIR is one run)",
     )
     parser.add_argument(
         "--fraction",

@@ -170,7 +170,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tagged = root / "odd" / "tagged"
     write_run(tagged, config("median", "sign_flip", 0.2, 9))
     (tagged / ".hydra" / "config.yaml").write_text(
-        f"!!python/object/apply:pathlib.Path.touch [{json.dumps(str(marker))}]\n"
+        f"!!python/object/apply:os.mkdir [{json.dumps(str(marker))}]\n"
     )
     out = root / "out"
     # capsys is function-scoped: capture this module-wide run by hand.
@@ -364,3 +364,18 @@ def test_a_fraction_with_no_runs_exits_2(
         main([str(tmp_path), "--fraction", "0.3"])
     assert exit_info.value.code == 2
     assert "present: 0.2, 0.4" in capsys.readouterr().err
+
+
+def test_no_finished_run_still_lists_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_run(tmp_path / "killed", config("fedavg", "sign_flip", 0.2, 0), rounds=1, summary=False)
+    main([str(tmp_path)])
+    text = (tmp_path / "report.md").read_text()
+    assert "No finished runs" in text and "`killed`" in text and "1 of 3 rounds" in text
+    assert not (tmp_path / "heatmap.png").exists()
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "oleander-report: unfinished: killed: no summary.json; 1 of 3 rounds recorded",
+        "oleander-report: no finished runs: no tables and no plots",
+    ]

@@ -107,3 +107,27 @@ def test_ray_cluster_launcher_composes() -> None:
     cfg = _compose_hydra("hydra/launcher=ray_cluster")
     assert "ray" in cfg.hydra.launcher._target_.lower()
     assert cfg.hydra.launcher.ray.init.address == "auto"
+
+
+def test_report_of_the_sweep_has_rows_columns_and_plots(sweep: Path, tmp_path: Path) -> None:
+    import csv
+
+    result = subprocess.run(
+        [sys.executable, "-m", "simulator.report", str(sweep), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    for column in ("strategy", "attack", "malicious_fraction", "seed", "final_accuracy"):
+        assert column in rows[0]
+    assert {r["strategy"] for r in rows} == {"fedavg", "median"}
+    assert {float(r["malicious_fraction"]) for r in rows} == {0.0, 0.2}
+    report = (tmp_path / "report.md").read_text()
+    assert "sign_flip" in report and "`median`" in report
+    for name in ("accuracy_vs_fraction.png", "accuracy_over_rounds.png", "heatmap.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000
