@@ -24,11 +24,12 @@ from torch import nn
 
 from clients.training import TrainConfig, train
 from simulator.federation import FederationSpec, load_federation
-from simulator.seeding import torch_generator
+from simulator.seeding import numpy_generator, torch_generator
 
 PARTITION_ID_KEY = "partition-id"
 CLIENT_ID_KEY = "client-id"
 TRAIN_STREAM = 3
+FAULT_STREAM = 10
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class ClientSpec:
     torch_threads: int = 1
     malicious: frozenset[int] = frozenset()  # this run's malicious client ids
     poison: dict[str, Any] | None = None  # the data poisoning malicious clients apply
+    failure_rate: float = 0.0  # share of train tasks that fail on purpose (faults)
+
+
+class InjectedFailure(RuntimeError):
+    """A client task failing on purpose (``faults.client_failure_rate``)."""
 
 
 def train_config_record(cfg: Any) -> ConfigRecord:
@@ -107,6 +113,11 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> ClientAp
     @app.train()
     def train_handler(message: Message, context: Context) -> Message:
         client = client_id_of(context)
+        if spec.failure_rate:
+            server_round = int(next(iter(message.content.config_records.values()))["server-round"])
+            draw = numpy_generator(spec.seed, FAULT_STREAM, server_round, client).random()
+            if draw < spec.failure_rate:
+                raise InjectedFailure(f"client {client} failed on purpose in round {server_round}")
         torch.set_num_threads(spec.torch_threads)
         federation = load_federation(spec.federation)
         data = federation.client_data(client)

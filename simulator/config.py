@@ -140,6 +140,13 @@ class RayEngineSchema:
 
 
 @dataclass
+class FaultsSchema:
+    """Faults injected on purpose, to see a rule and the simulator survive them."""
+
+    client_failure_rate: float = 0.0  # share of client tasks that raise
+
+
+@dataclass
 class OleanderConfig:
     """The primary config: one group per concern, then the run's top-level knobs."""
 
@@ -165,6 +172,7 @@ class OleanderConfig:
     torch_threads: int = 1
     eval_batch_size: int = 1024
     checkpoint_every: int = 1
+    faults: FaultsSchema = field(default_factory=FaultsSchema)
     progress: bool = True
     verbose: bool = False
 
@@ -234,6 +242,7 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("torch_threads", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
     ("eval_batch_size", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
     ("checkpoint_every", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0 (0: never)"),
+    ("faults.client_failure_rate", lambda v: _is_real(v) and 0 <= v < 1, "must be in [0, 1)"),
     ("strategy.server_lr", lambda v: _is_real(v) and v > 0, "must be a number > 0"),
     (
         "strategy.num_malicious",

@@ -58,7 +58,9 @@ def versions() -> dict[str, str]:
 
 def quiet_libraries(verbose: bool) -> None:
     """Flower logs every round at INFO; keep it (and Ray) quiet unless asked."""
-    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
+    # CRITICAL: Flower's runtimes log a failing client task's traceback at ERROR; the
+    # failure is recorded in rounds.csv instead.
+    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.CRITICAL)
     # Flower's link state sets up SQLAlchemy/alembic, which log at INFO through the root.
     for name in ("alembic", "sqlalchemy", "ray", "filelock", "datasets", "fsspec"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
@@ -82,6 +84,7 @@ def simulate(
     from clients.app import ClientSpec, make_client_app, train_config_record
     from simulator.adversary import Adversary
     from simulator.federation import FederationSpec, load_federation
+    from simulator.interrupt import StopRequest
     from simulator.models import build_model
     from simulator.progress import RoundProgress
     from simulator.results import RunRecorder
@@ -127,6 +130,7 @@ def simulate(
         torch_threads=cfg.torch_threads,
         malicious=malicious,
         poison=container["attack"]["poison"],
+        failure_rate=cfg.faults.client_failure_rate,
     )
     progress = RoundProgress(cfg.num_rounds, enabled=cfg.progress)
     recorder = RunRecorder(
@@ -171,6 +175,8 @@ def simulate(
         if cfg.checkpoint_every
         else None,
     )
+    stop = StopRequest()
+    plan.stop = stop
     engine = instantiate(cfg.engine)
     log.info(
         "%s: %d clients (%d per round), %d rounds, %s on %s, engine %s -> %s",
@@ -183,7 +189,7 @@ def simulate(
         engine.name,
         output_dir,
     )
-    with progress:
+    with stop, progress:
         engine.run(
             make_server_app(plan),
             functools.partial(make_client_app, client_spec, mods=list(client_mods)),
@@ -278,6 +284,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     """Hydra's task function: one run, with errors turned into one clear line."""
     from simulator.checkpoint import CheckpointError
     from simulator.data import DataError
+    from simulator.interrupt import RunInterrupted
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     output_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -293,8 +300,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
             log.error("skipped: %s", error)
             return None
         fail(str(error))
+    except RunInterrupted as stopped:
+        where = f" hydra.run.dir={output_dir}" if not multirun else ""
+        fail(
+            f"{stopped}; its checkpoint is kept: run the same command again{where} to resume",
+            status=128 + stopped.signum,
+        )
     except KeyboardInterrupt:
-        fail("interrupted", status=130)
+        fail("interrupted; run the same command again to resume from the last checkpoint", 130)
     except Exception as error:  # anything else: one line here, the traceback in the log
         log.debug("run failed", exc_info=True)
         logfile = Path(HydraConfig.get().runtime.output_dir) / f"{HydraConfig.get().job.name}.log"

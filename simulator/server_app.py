@@ -28,6 +28,7 @@ from clients.app import CLIENT_ID_KEY
 from clients.training import evaluate, train
 from simulator import checkpoint
 from simulator.data import DataSplit
+from simulator.interrupt import StopRequest
 from simulator.seeding import torch_generator
 
 log = logging.getLogger("oleander")
@@ -109,6 +110,7 @@ class ServerPlan:
     # Test images whose prediction as the target counts as attack success, and the target.
     success: tuple[torch.Tensor, int] | None = None
     checkpoint: Checkpointer | None = None
+    stop: StopRequest | None = None
     eval_batch_size: int = 1024
     round_timeout: float = 3600.0
 
@@ -126,9 +128,15 @@ class Checkpointer:
         return checkpoint.load(self.path, self.config_digest)
 
     def maybe_save(
-        self, server_round: int, last_round: int, arrays: ArrayRecord, strategy: Any
+        self,
+        server_round: int,
+        last_round: int,
+        arrays: ArrayRecord,
+        strategy: Any,
+        force: bool = False,
     ) -> None:
-        if self.every <= 0 or (server_round % self.every and server_round != last_round):
+        due = self.every > 0 and (server_round % self.every == 0 or server_round == last_round)
+        if not (due or force):
             return
         checkpoint.save(
             self.path,
@@ -199,8 +207,11 @@ def run_server(grid: Grid, plan: ServerPlan) -> Any:
             asr = attack_success_rate(model, *plan.success, plan.eval_batch_size, plan.device)
             record["attack_success_rate"] = asr
         plan.on_evaluated(server_round, float(metrics["accuracy"]), float(metrics["loss"]), asr)
+        stopping = plan.stop is not None and plan.stop.requested
         if saver is not None and server_round > 0:
-            saver.maybe_save(server_round, plan.num_rounds, arrays, strategy)
+            saver.maybe_save(server_round, plan.num_rounds, arrays, strategy, force=stopping)
+        if plan.stop is not None and server_round > 0 and server_round < plan.num_rounds:
+            plan.stop.check(server_round)
         return record
 
     return strategy.start(

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import traceback
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 from flwr.app import Context, Error, Message, RecordDict
@@ -33,6 +35,7 @@ PARTITION_ID_KEY = "partition-id"
 NUM_PARTITIONS_KEY = "num-partitions"
 SERVER_NODE_ID = 1  # flwr.common.constant.SUPERLINK_NODE_ID
 SERVER_TASK_ID = 1
+MAX_POOL_RESTARTS = 3
 
 
 def set_task_identity(run_id: int) -> None:
@@ -86,6 +89,8 @@ _WORKER_APP: ClientApp | None = None
 
 def _worker_init(factory: Callable[[], ClientApp], threads: int) -> None:
     global _WORKER_APP
+    # Ctrl-C reaches the whole process group; the parent decides when to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     logging.getLogger("flwr").setLevel(logging.ERROR)
     _WORKER_APP = factory()
@@ -124,13 +129,18 @@ class InlineGrid(Grid):
         self._replies: dict[str, Message] = {}
         self._pool: ProcessPoolExecutor | None = None
         self.workers = workers
+        self.worker_threads = worker_threads
+        self.replaced_workers = 0
         if workers > 0:
-            self._pool = ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init,
-                initargs=(client_app_factory, worker_threads),
-            )
+            self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(self._factory, self.worker_threads),
+        )
 
     def close(self) -> None:
         if self._pool is not None:
@@ -185,12 +195,23 @@ class InlineGrid(Grid):
         if self._pool is None:
             assert self._app is not None
             return [_handle(self._app, message, context) for message, context in batch]
-        # One contiguous chunk per worker: each pickles the shared payload once per chunk.
-        chunks = [batch[i :: self.workers] for i in range(self.workers)]
-        replies: list[Message] = []
-        for result in self._pool.map(_worker_handle, [c for c in chunks if c]):
-            replies.extend(result)
-        return replies
+        # One chunk per worker: each pickles the shared payload once per chunk.
+        chunks = [c for c in (batch[i :: self.workers] for i in range(self.workers)) if c]
+        for attempt in range(MAX_POOL_RESTARTS + 1):
+            try:
+                return [
+                    reply for result in self._pool.map(_worker_handle, chunks) for reply in result
+                ]
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory): replace the pool, rerun the batch.
+                # Client tasks are pure functions of the message, so rerunning is exact.
+                if attempt == MAX_POOL_RESTARTS:
+                    raise
+                log.warning("an inline worker process died; starting new ones and rerunning")
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+                self.replaced_workers += 1
+        raise AssertionError("unreachable")
 
 
 class InlineEngine:

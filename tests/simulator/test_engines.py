@@ -161,3 +161,35 @@ def test_local_mnist_runs_with_the_fltrust_cnn(tmp_path: Path, mnist_dir: Path) 
     assert summary["dataset"] == "mnist"
     assert "8,000" in (summary["data_note"] or "")
     assert summary["final_accuracy"] > 0.3
+
+
+def _dying_app(marker: str) -> ClientApp:
+    """A ClientApp whose client 1 kills its worker process once (the marker remembers)."""
+    app = ClientApp()
+
+    @app.query()
+    def query(message: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        if pid == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)  # the worker process dies, as if killed
+        return Message(RecordDict({"identity": ConfigRecord({"client-id": pid})}), reply_to=message)
+
+    return app
+
+
+def test_a_dead_worker_is_replaced_and_its_clients_rerun(tmp_path: Path) -> None:
+    import functools
+
+    set_task_identity(1)
+    grid = InlineGrid(functools.partial(_dying_app, str(tmp_path / "died")), 4, workers=2)
+    try:
+        nodes = list(grid.get_node_ids())
+        replies = list(
+            grid.send_and_receive([Message(RecordDict(), n, MessageType.QUERY) for n in nodes])
+        )
+    finally:
+        grid.close()
+    assert (tmp_path / "died").exists(), "the worker did die"
+    assert grid.replaced_workers == 1
+    assert sorted(r.content["identity"]["client-id"] for r in replies) == [0, 1, 2, 3]
