@@ -97,6 +97,8 @@ def simulate(
     digest = config_digest(cfg)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    for stale in output_dir.glob(".*.tmp"):  # left by a write a kill cut short
+        stale.unlink(missing_ok=True)
     quiet_libraries(cfg.verbose)
     torch.set_num_threads(cfg.torch_threads)
     container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]

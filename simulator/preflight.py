@@ -8,6 +8,7 @@ constraint, and the process exits with status 2 (no traceback).
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from typing import NoReturn
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from simulator.config import ConfigError, validate
@@ -151,7 +152,39 @@ def preflight(args: Sequence[str]) -> None:
                 # In a sweep, values that fit alone but not together are skipped points.
                 if not (multirun and error.combination):
                     raise
+        if points:
+            check_output_dir(points[0], multirun)
     except ConfigError as error:
         fail(str(error))
     except Exception as error:
         fail(_first_line(str(error)) or type(error).__name__)
+
+
+def check_output_dir(overrides: list[str], multirun: bool) -> None:
+    """Prove the run's (or the sweep's) output directory can be created and written.
+
+    Runs after every value is checked, so bad input writes nothing; an output directory
+    that cannot be written is reported here, before any data is loaded or trained on.
+    """
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name=CONFIG_NAME, overrides=overrides, return_hydra_config=True)
+        path = Path(str(OmegaConf.select(cfg, key))).expanduser()
+    except Exception:
+        return
+    # Probe the nearest existing folder on the path: nothing is created where Hydra will
+    # create the run's own directory (its name may hold the time of day).
+    base = path
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    try:
+        if not base.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        probe = base / f".oleander-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(
+            f"{key}={path}: cannot be written ({error.strerror or error}); choose another directory"
+        ) from None

@@ -203,3 +203,15 @@ def test_every_experiment_preset_composes_and_validates(entry: str) -> None:
     header = (Path(CONFIG_DIR) / "experiment" / f"{entry}.yaml").read_text().splitlines()
     assert header[0] == "# @package _global_"
     assert any("oleander" in line for line in header[1:6]), "the header says how to run it"
+
+
+def test_output_dir_that_cannot_be_written_is_reported_before_any_work(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    result = _oleander(tmp_path, f"hydra.run.dir={a_file / 'run'}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"oleander: error: hydra.run.dir={a_file / 'run'}: cannot be written "
+        "(Not a directory); choose another directory"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
