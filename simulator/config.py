@@ -329,6 +329,16 @@ def validate(cfg: DictConfig) -> None:
     _check_device(cfg.device)
     dataset = _instantiate("dataset", cfg.dataset)
     _checked(dataset.check)
+    train_size = dataset.train_size()
+    if train_size is not None and cfg.num_clients > train_size - cfg.strategy.root_size:
+        available = train_size - cfg.strategy.root_size
+        raise _fail(
+            "num_clients",
+            cfg.num_clients,
+            f"{cfg.dataset.name} has {available} training examples for the clients; "
+            "every client needs at least one",
+            combination=True,
+        )
     model_factory = _instantiate("model", cfg.model)
     check_input = getattr(model_factory.func, "check_input", None)
     try:
@@ -363,17 +373,19 @@ def _check_attack(cfg: DictConfig, dataset: Any) -> None:
         craft = _instantiate("attack", cfg.attack.craft)
         n = cfg.clients_per_round
         f = count_for(cfg.malicious_fraction, n)
-        # With one attacker a failure is the attack's own parameters; with f, the mix.
-        for attackers, combination in ((min(f, 1), False), (f, True)):
+        # One attacker among 10 clients: a failure is the attack's own parameters (checked
+        # even when malicious_fraction is 0, so a sweep's bad value is caught once); with
+        # the configured f and clients per round, the mix.
+        for attackers, rows, combination in ((1, max(n, 10), False), (f, n, True)):
             if not attackers:
                 continue
             adversary = Adversary(craft, range(attackers), cfg.attack.knowledge or "full", seed=0)
-            updates = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+            updates = torch.randn(rows, 8, generator=torch.Generator().manual_seed(0))
             try:
-                adversary(updates, list(range(n)), server_round=1)
+                adversary(updates, list(range(rows)), server_round=1)
             except (ValueError, TypeError) as error:
                 raise ConfigError(
-                    _attack_error(cfg, error, attackers, n), combination=combination
+                    _attack_error(cfg, error, attackers, rows), combination=combination
                 ) from None
     if cfg.attack.poison is not None:
         poison = _instantiate("attack", cfg.attack.poison)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import os
 import socket
 import urllib.parse
@@ -123,6 +124,10 @@ class _DataSet:
         """Number of classes, known before loading."""
         return self._num_classes
 
+    def train_size(self) -> int | None:
+        """Training examples, where known before loading (None: only after it)."""
+        return None
+
     def _params(self) -> tuple[tuple[str, Any], ...]:
         return tuple(sorted(vars(self).items()))
 
@@ -197,6 +202,10 @@ class Digits(_DataSet):
                 f"dataset.test_fraction={fraction!r}: must be in [{low:.4f}, {1 - low:.4f}] "
                 f"so both splits hold every one of the {self._num_classes} classes"
             )
+
+    def train_size(self) -> int:
+        # scikit-learn's split puts ceil(test_fraction * N) examples in the test set.
+        return self._total - math.ceil(float(self.test_fraction) * self._total)
 
     def _load(self, seed: int) -> LoadedData:
         from sklearn.datasets import load_digits
