@@ -243,6 +243,8 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("eval_batch_size", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
     ("checkpoint_every", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0 (0: never)"),
     ("faults.client_failure_rate", lambda v: _is_real(v) and 0 <= v < 1, "must be in [0, 1)"),
+    ("progress", lambda v: isinstance(v, bool), "must be true or false"),
+    ("verbose", lambda v: isinstance(v, bool), "must be true or false"),
     ("strategy.server_lr", lambda v: _is_real(v) and v > 0, "must be a number > 0"),
     (
         "strategy.num_malicious",
@@ -295,12 +297,36 @@ def _checked(check: Callable[..., Any], **kwargs: Any) -> Any:
         raise ConfigError(str(error).splitlines()[0]) from None
 
 
+def _check_known_keys(cfg: DictConfig) -> None:
+    """A key forced in with ``++`` that no schema has would reach a constructor as a typo."""
+    import dataclasses
+
+    for group in ("dataset", "partition", "model", "strategy", "pre", "attack", "engine"):
+        node = cfg.get(group)
+        schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+        if schema is None or not dataclasses.is_dataclass(schema):
+            continue
+        known = {f.name for f in dataclasses.fields(schema)}
+        for key in node:
+            if key not in known:
+                raise ConfigError(f"{group}.{key}: no such key for {group}={node.get('name')}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first value that breaks a constraint; cheap, no data."""
+    _check_known_keys(cfg)
     for key, ok, constraint in _RULES:
         value = OmegaConf.select(cfg, key)
         if not ok(value):
             raise _fail(key, value, constraint)
+    told = cfg.strategy.num_malicious
+    if told is not None and _is_int(told) and told >= cfg.clients_per_round:
+        raise _fail(
+            "strategy.num_malicious",
+            told,
+            f"must be below clients_per_round ({cfg.clients_per_round})",
+            combination=True,
+        )
     if cfg.clients_per_round > cfg.num_clients:
         raise _fail(
             "clients_per_round",
@@ -330,6 +356,12 @@ def validate(cfg: DictConfig) -> None:
     dataset = _instantiate("dataset", cfg.dataset)
     _checked(dataset.check)
     train_size = dataset.train_size()
+    if train_size is not None and cfg.strategy.root_size >= train_size:
+        raise _fail(
+            "strategy.root_size",
+            cfg.strategy.root_size,
+            f"must be below the {train_size} training examples of {cfg.dataset.name}",
+        )
     if train_size is not None and cfg.num_clients > train_size - cfg.strategy.root_size:
         available = train_size - cfg.strategy.root_size
         raise _fail(

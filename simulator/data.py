@@ -365,7 +365,9 @@ class _HubDataSet(_DataSet):
 
     def check(self) -> None:
         super().check()
-        if self.path is not None and not Path(str(self.path)).expanduser().is_dir():
+        if self.path is not None and (
+            not str(self.path).strip() or not Path(str(self.path)).expanduser().is_dir()
+        ):
             raise DataError(
                 f"dataset.path={self.path!r}: must be an existing directory holding "
                 f"{self._local_files_hint}"

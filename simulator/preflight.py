@@ -24,6 +24,8 @@ from omegaconf.errors import OmegaConfBaseException
 from simulator.config import ConfigError, validate
 
 CONFIG_NAME = "config"
+SWITCHES = ("progress", "verbose")  # the boolean top-level keys
+GROUPS = ("dataset", "partition", "model", "strategy", "pre", "attack", "engine")
 # Flags after which Hydra only prints something (help, config, shell completion).
 _INFO_FLAGS = {
     "-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info",
@@ -73,6 +75,8 @@ def _known_keys() -> list[str]:
 def composition_message(error: Exception) -> str:
     """One line for a Hydra composition error: the key, the value, the constraint."""
     text = str(error)
+    if "Config group override must be a string" in text:
+        return "a config group needs an option name, not a number or null (see oleander --help)"
     if isinstance(error, MissingConfigException) or "Could not find" in text:
         found = re.search(r"Could not find '([^/']+)/([^']+)'", text)
         options = re.findall(r"^\t(\S+)$", text, flags=re.MULTILINE)
@@ -126,6 +130,37 @@ def _points(overrides: list[str]) -> list[list[str]]:
     return points
 
 
+def _check_switches(overrides: list[str]) -> None:
+    """``progress=-10`` would be read as true, ``dataset=null`` as no group: refuse both."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return
+    for override in parsed:
+        if override.is_sweep_override():
+            continue
+        key = override.get_key_element().lstrip("+~")
+        value = override.value()
+        if key in SWITCHES and not isinstance(value, bool):
+            raise ConfigError(f"{override.input_line}: must be true or false")
+        if key in GROUPS and not isinstance(value, str):
+            raise ConfigError(
+                f"{override.input_line}: {key} needs an option name (oleander --help)"
+            )
+
+
+def _refuse_sweeps(overrides: list[str]) -> None:
+    """A sweep (``a,b`` or ``range(...)``) in a single run: say that it needs ``-m``."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return  # reported with the other parse errors
+    for override in parsed:
+        if override.is_sweep_override():
+            line = override.input_line
+            raise ConfigError(f"{line}: a sweep runs with -m (oleander -m {line} ...)")
+
+
 def check_point(overrides: list[str]) -> DictConfig:
     """Compose ``conf/`` with ``overrides`` and validate it; ``ConfigError`` if it fails."""
     try:
@@ -144,6 +179,9 @@ def preflight(args: Sequence[str]) -> None:
     multirun = any(arg in ("-m", "--multirun") for arg in args)
     overrides = [arg for arg in args if not arg.startswith("-")]
     try:
+        _check_switches(overrides)
+        if not multirun:
+            _refuse_sweeps(overrides)
         points = _points(overrides)
         for point in points:
             try:
@@ -157,7 +195,7 @@ def preflight(args: Sequence[str]) -> None:
     except ConfigError as error:
         fail(str(error))
     except Exception as error:
-        fail(_first_line(str(error)) or type(error).__name__)
+        fail(composition_message(error) or type(error).__name__)
 
 
 def check_output_dir(overrides: list[str], multirun: bool) -> None:
