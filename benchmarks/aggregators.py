@@ -21,14 +21,10 @@ machine says little about another.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import gc
 import importlib
 import math
-import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -45,8 +41,18 @@ REPO = Path(__file__).resolve().parents[1]
 if not __package__ and str(REPO) not in sys.path:  # `python benchmarks/aggregators.py`
     sys.path.insert(0, str(REPO))
 
+from benchmarks.common import (  # noqa: E402  (after the path set-up above)
+    DEFAULT_OUTPUT,
+    command_line,
+    fmt_ratio,
+    fmt_s,
+    load_average,
+    machine_line,
+    table,
+    write_section,
+)
+
 SECTION_TITLE = "Aggregators"
-DEFAULT_OUTPUT = REPO / "BENCHMARKS.md"
 
 # The issue's goals, all at the largest size of the grid.
 GOAL_N, GOAL_D = 100, 1_000_000
@@ -290,13 +296,6 @@ def _flower_pair_seconds(cell: Cell) -> float | None:
     return min(_time_only(lambda: compute(weights)) for _ in range(2)) / (m * m)
 
 
-def _load_average() -> str:
-    try:
-        return f"{os.getloadavg()[0]:.1f}"
-    except OSError:
-        return "n/a"
-
-
 def _load(rule: Rule) -> Callable[..., Any]:
     return getattr(importlib.import_module(rule.module), rule.function)
 
@@ -359,41 +358,9 @@ def measure_baselines(cell: Cell, repeat: int, sums: list[float], grams: list[fl
 # ---------------------------------------------------------------------------- report
 
 
-def _fmt_s(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds >= 1.0:
-        return f"{seconds:.2f} s"
-    if seconds >= 0.01:
-        return f"{seconds * 1e3:.0f} ms"
-    return f"{seconds * 1e3:.2f} ms"
-
-
-def _fmt_ratio(ratio: float | None) -> str:
-    if ratio is None:
-        return "—"
-    return f"{ratio:.2f}" if ratio < 10 else f"{ratio:.1f}" if ratio < 100 else f"{ratio:.0f}"
-
-
 def _fmt_d(d: int) -> str:
     exponent = math.log10(d)
     return f"1e{exponent:.0f}" if exponent.is_integer() else str(d)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
-    widths = [max(len(header[j]), *(len(r[j]) for r in rows)) for j in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = (
-            c.rjust(w) if j in right else c.ljust(w)
-            for j, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-        return "| " + " | ".join(padded) + " |"
-
-    rule = "|" + "|".join(
-        "-" * (w + 1) + ":" if j in right else "-" * (w + 2) for j, w in enumerate(widths)
-    )
-    return [line(header), rule + "|", *(line(r) for r in rows)]
 
 
 @dataclass
@@ -423,17 +390,17 @@ def table_lines(results: Sequence[CellResult]) -> list[str]:
     for res in results:
         n, d = str(res.cell_n), _fmt_d(res.cell_d)
         for label, seconds in (("(sum pass)", res.sum_s), ("(Gram X Xᵀ)", res.gram_s)):
-            body.append([label, n, d, "reference", _fmt_s(seconds)] + ["—"] * 4 + ["", "—"])
+            body.append([label, n, d, "reference", fmt_s(seconds)] + ["—"] * 4 + ["", "—"])
         for row in res.rows:
             ole = row.oleander_s
             if ole is None:
                 body.append([row.rule, n, d, "(see below)"] + ["—"] * 7)
                 continue
             if row.flower_s is not None:
-                fl, speedup = _fmt_s(row.flower_s), _fmt_ratio(row.flower_s / ole)
+                fl, speedup = fmt_s(row.flower_s), fmt_ratio(row.flower_s / ole)
             elif row.flower_estimate is not None:
-                fl = f"~{_fmt_s(row.flower_estimate)} (est.)"
-                speedup = f"~{_fmt_ratio(row.flower_estimate / ole)} (est.)"
+                fl = f"~{fmt_s(row.flower_estimate)} (est.)"
+                speedup = f"~{fmt_ratio(row.flower_estimate / ole)} (est.)"
             else:
                 fl, speedup = ("not run" if row.has_flower else "none"), "—"
             reps = (
@@ -446,16 +413,16 @@ def table_lines(results: Sequence[CellResult]) -> list[str]:
                     n,
                     d,
                     row.settings,
-                    _fmt_s(ole),
+                    fmt_s(ole),
                     fl,
                     speedup,
-                    _fmt_ratio(ole / res.sum_s),
-                    _fmt_ratio(ole / res.gram_s),
+                    fmt_ratio(ole / res.sum_s),
+                    fmt_ratio(ole / res.gram_s),
                     reps,
                     diff,
                 ]
             )
-    return _table(header, body, right={1, 4, 5, 6, 7, 8, 9, 10})
+    return table(header, body, right={1, 4, 5, 6, 7, 8, 9, 10})
 
 
 def row_notes(results: Sequence[CellResult]) -> list[str]:
@@ -486,7 +453,7 @@ def goal_lines(results: Sequence[CellResult]) -> list[str]:
         verdict = "PASS" if ratio >= at_least else "MISS"
         lines.append(
             f"{verdict}  {label} {wording} at {where}: {ratio:.2f}x "
-            f"({_fmt_s(row.oleander_s)} vs {_fmt_s(row.flower_s)})"
+            f"({fmt_s(row.oleander_s)} vs {fmt_s(row.flower_s)})"
         )
 
     faster = f">= {GOAL_KRUM_SPEEDUP:g}x faster than Flower"
@@ -503,47 +470,13 @@ def goal_lines(results: Sequence[CellResult]) -> list[str]:
         slowest = max(timed_rows, key=lambda r: r.oleander_s or 0.0)
         slow = [r.rule for r in timed_rows if (r.oleander_s or 0.0) > GOAL_MAX_SECONDS]
         verdict = "MISS" if slow else "PASS"
-        detail = f"slowest {slowest.rule} {_fmt_s(slowest.oleander_s)}"
+        detail = f"slowest {slowest.rule} {fmt_s(slowest.oleander_s)}"
         if slow:
             detail += f"; above: {', '.join(slow)}"
         if missing:
             detail += f"; not measured: {', '.join(missing)}"
         lines.append(f"{verdict}  no rule above {GOAL_MAX_SECONDS:g} s at {where}: {detail}")
     return lines
-
-
-def machine_line() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for text in Path("/proc/cpuinfo").read_text().splitlines():
-            if text.startswith("model name"):
-                model = text.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cpus = len(os.sched_getaffinity(0))  # what `nproc` prints
-    except AttributeError:
-        cpus = os.cpu_count() or 0
-    import flwr
-
-    return (
-        f"{cpus} CPUs (nproc), {model}; Python {platform.python_version()}, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"flwr {flwr.__version__}, numpy {np.__version__}"
-    )
-
-
-def command_line(argv: Sequence[str]) -> str:
-    spec = globals().get("__spec__")
-    if spec is not None and spec.name == "benchmarks.aggregators":
-        prog = "python -m benchmarks.aggregators"
-    else:
-        script = Path(sys.argv[0]).resolve()
-        with contextlib.suppress(ValueError):
-            script = script.relative_to(Path.cwd())
-        prog = f"python {script}"
-    return " ".join([prog, *(shlex.quote(a) for a in argv)])
 
 
 def notes(args: argparse.Namespace) -> list[str]:
@@ -566,41 +499,6 @@ def notes(args: argparse.Namespace) -> list[str]:
         "max abs diff: largest coordinate difference between the two results (float32 "
         "rounding when both compute the same thing).",
     ]
-
-
-def replace_section(text: str, title: str, section: list[str]) -> str:
-    """``text`` with its ``## title`` section (up to the next ``## ``) replaced or appended."""
-    lines = text.splitlines()
-    heading = f"## {title}"
-    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
-    if start is None:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        return "\n".join([*lines, "", *section]) + "\n"
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    after = lines[end:]
-    return "\n".join([*lines[:start], *section, *(["", *after] if after else [])]) + "\n"
-
-
-def write_markdown(path: Path, section: list[str], machine: str) -> None:
-    if path.exists():
-        text = path.read_text()
-    else:
-        text = "\n".join(
-            [
-                "# Benchmarks",
-                "",
-                "Timings of Oleander's hot paths, each against a reference timed in the same "
-                "run on the same input. Every section is written by the command it names "
-                "(with `--write`) and gives medians of several repetitions and ratios: the "
-                "machines these run on are noisy, and absolute times do not carry from one "
-                "machine to another, so rerun a section on your own machine to compare.",
-                "",
-                f"Machine when this file was created: {machine}.",
-                "",
-            ]
-        )
-    path.write_text(replace_section(text, SECTION_TITLE, section))
 
 
 # ---------------------------------------------------------------------------- main
@@ -675,12 +573,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    command = command_line(argv)
+    command = command_line("benchmarks.aggregators", argv)
     machine = machine_line()
     print(f"$ {command}")
     print(f"machine: {machine}", flush=True)
     rules = [r for r in RULES if r.name in args.rules]
-    load_before = _load_average()
+    load_before = load_average()
     started = time.perf_counter()
     cpu_started = time.process_time()
 
@@ -709,7 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu = time.process_time() - cpu_started
     # Other processes competing for the cores skew absolute times (ratios less so).
     load = (
-        f"load average (1 min) {load_before} before, {_load_average()} after; this process "
+        f"load average (1 min) {load_before} before, {load_average()} after; this process "
         f"used {cpu:.0f} CPU-s in {elapsed:.0f} s"
     )
     table = table_lines(results)
@@ -745,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             *goals,
             "```",
         ]
-        write_markdown(args.output, section, machine)
+        write_section(args.output, SECTION_TITLE, section, machine)
         print(f"wrote the '{SECTION_TITLE}' section of {args.output}")
     return 0
 

@@ -11,20 +11,34 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from clients.cohort import cohort_pays_off, supports_cohort, train_cohort
 from clients.training import TrainConfig, train
-from simulator.federation import FederationSpec, load_federation
+from simulator.arrays import records_of, to_array_record
+from simulator.federation import Federation, FederationSpec, load_federation
 from simulator.seeding import numpy_generator, torch_generator
+
+log = logging.getLogger("oleander")
 
 PARTITION_ID_KEY = "partition-id"
 CLIENT_ID_KEY = "client-id"
@@ -98,12 +112,135 @@ def client_id_of(context: Context) -> int:
     return int(context.node_config[PARTITION_ID_KEY])
 
 
-def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> ClientApp:
+def injected_failure(spec: ClientSpec, client: int, server_round: int) -> bool:
+    """Whether ``faults.client_failure_rate`` makes this client's task fail this round."""
+    if not spec.failure_rate:
+        return False
+    draw = numpy_generator(spec.seed, FAULT_STREAM, server_round, client).random()
+    return bool(draw < spec.failure_rate)
+
+
+def _train_reply(
+    message: Message, state: dict[str, torch.Tensor], num_examples: int, loss: float
+) -> Message:
+    content = RecordDict(
+        {
+            "arrays": to_array_record(state),
+            "metrics": MetricRecord({"num-examples": num_examples, "train_loss": float(loss)}),
+        }
+    )
+    return Message(content, reply_to=message)
+
+
+def _payload(message: Message) -> tuple[ArrayRecord, ConfigRecord]:
+    """The global weights and the training config a train message carries."""
+    return records_of(message.content, ArrayRecord)[0], records_of(message.content, ConfigRecord)[0]
+
+
+class OleanderClientApp(ClientApp):
+    """Flower's ClientApp, plus ``train_many`` for engines that hold a round's messages at once.
+
+    ``train_many`` answers the honest train messages that share one payload (the global
+    weights and the recipe) with ``clients.cohort.train_cohort``, which equals training
+    them one at a time to floating-point rounding. Messages it leaves out (queries,
+    poisoning clients, injected failures, models it cannot batch) go through the
+    ordinary handlers. With mods, nothing is batched: a mod must see every message.
+    """
+
+    def __init__(self, spec: ClientSpec, mods: list[Mod] | None = None) -> None:
+        super().__init__(mods=mods)
+        self.spec = spec
+        self.batchable = not mods
+
+    def _setup(self) -> tuple[Federation, nn.Module]:
+        spec = self.spec
+        torch.set_num_threads(spec.torch_threads)
+        federation = load_federation(spec.federation)
+        model = _model(
+            json.dumps(spec.model, sort_keys=True),
+            tuple(federation.data.input_shape),
+            federation.data.num_classes,
+            spec.device,
+        )
+        return federation, model
+
+    def train_many(
+        self, batch: Sequence[tuple[Message, Context]], *, force: bool = False
+    ) -> dict[int, Message]:
+        """Replies, by position in ``batch``, for the messages trained as one cohort.
+
+        ``force`` batches every model ``supports_cohort`` accepts; otherwise only those
+        where batching pays off on this device (``cohort_pays_off``).
+        """
+        if not self.batchable:
+            return {}
+        groups: dict[int, list[int]] = {}
+        rounds: dict[int, int | None] = {}  # content object -> its round (None: malformed)
+        for position, (message, context) in enumerate(batch):
+            if message.metadata.message_type != MessageType.TRAIN:
+                continue
+            # Messages of one round share their content object (FedAvg._construct_messages).
+            key = id(message.content)
+            if key not in rounds:
+                try:
+                    rounds[key] = int(_payload(message)[1]["server-round"])  # type: ignore[arg-type]
+                except Exception:  # malformed: the ordinary handler replies with the error
+                    rounds[key] = None
+            server_round = rounds[key]
+            client = client_id_of(context)
+            if server_round is None or injected_failure(self.spec, client, server_round):
+                continue
+            if client in self.spec.malicious and self.spec.poison is not None:
+                continue  # a poisoning client keeps its own code path
+            groups.setdefault(key, []).append(position)
+        replies: dict[int, Message] = {}
+        for positions in groups.values():
+            if len(positions) > 1:
+                replies.update(self._train_group(batch, positions, force))
+        return replies
+
+    def _train_group(
+        self, batch: Sequence[tuple[Message, Context]], positions: list[int], force: bool
+    ) -> dict[int, Message]:
+        spec = self.spec
+        try:
+            federation, model = self._setup()
+            if not supports_cohort(model) or not (force or cohort_pays_off(model, spec.device)):
+                return {}
+            arrays, config = _payload(batch[positions[0]][0])
+            model.load_state_dict(arrays.to_torch_state_dict())
+            server_round = int(config["server-round"])  # type: ignore[arg-type]
+            clients = [client_id_of(batch[p][1]) for p in positions]
+            indices = [torch.from_numpy(federation.partitions[c]) for c in clients]
+            result = train_cohort(
+                model,
+                federation.data.train.x,
+                federation.data.train.y,
+                indices,
+                parse_train_config(config),
+                [torch_generator(spec.seed, TRAIN_STREAM, server_round, c) for c in clients],
+                spec.device,
+            )
+        except Exception:  # the ordinary handlers run these messages and report any error
+            log.debug("cohort training failed; training one client at a time", exc_info=True)
+            return {}
+        return {
+            p: _train_reply(
+                batch[p][0],
+                {k: v.cpu() for k, v in result.state_of(i).items()},
+                len(indices[i]),
+                result.train_losses[i],
+            )
+            for i, p in enumerate(positions)
+        }
+
+
+def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> OleanderClientApp:
     """Build the ClientApp for ``spec`` (a fresh one in every process that needs it).
 
     ``mods`` are Flower ClientApp mods wrapped around every handler.
     """
-    app = ClientApp(mods=mods)
+    app = OleanderClientApp(spec, mods=mods)
 
     @app.query()
     def query(message: Message, context: Context) -> Message:
@@ -113,25 +250,14 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> ClientAp
     @app.train()
     def train_handler(message: Message, context: Context) -> Message:
         client = client_id_of(context)
-        if spec.failure_rate:
-            server_round = int(next(iter(message.content.config_records.values()))["server-round"])
-            draw = numpy_generator(spec.seed, FAULT_STREAM, server_round, client).random()
-            if draw < spec.failure_rate:
-                raise InjectedFailure(f"client {client} failed on purpose in round {server_round}")
-        torch.set_num_threads(spec.torch_threads)
-        federation = load_federation(spec.federation)
+        arrays, config = _payload(message)
+        server_round = int(config["server-round"])  # type: ignore[arg-type]
+        if injected_failure(spec, client, server_round):
+            raise InjectedFailure(f"client {client} failed on purpose in round {server_round}")
+        federation, model = app._setup()
         data = federation.client_data(client)
-        model = _model(
-            json.dumps(spec.model, sort_keys=True),
-            tuple(federation.data.input_shape),
-            federation.data.num_classes,
-            spec.device,
-        )
-        arrays = next(iter(message.content.array_records.values()))
         sent = arrays.to_torch_state_dict()
         model.load_state_dict(sent)
-        config = next(iter(message.content.config_records.values()))
-        server_round = int(config["server-round"])
         generator = torch_generator(spec.seed, TRAIN_STREAM, server_round, client)
         x, y, poison = data.x, data.y, None
         if client in spec.malicious and spec.poison is not None:
@@ -150,14 +276,6 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> ClientAp
         if poison is not None and poison.boost != 1:
             # Model replacement: send global + boost * (trained - global).
             state = {k: sent[k] + poison.boost * (v.cpu() - sent[k]) for k, v in state.items()}
-        content = RecordDict(
-            {
-                "arrays": ArrayRecord(state),
-                "metrics": MetricRecord(
-                    {"num-examples": len(data.y), "train_loss": float(stats["train_loss"])}
-                ),
-            }
-        )
-        return Message(content, reply_to=message)
+        return _train_reply(message, state, len(data.y), stats["train_loss"])
 
     return app

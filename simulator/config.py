@@ -9,16 +9,26 @@ constraint; the entry point prints it and exits with status 2.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, Container, DictConfig, OmegaConf
+
+GROUPS = ("dataset", "partition", "model", "strategy", "pre", "attack", "engine")
+# Upper bounds that hold on every machine, so a config valid here is valid where a sweep
+# runs; far above any real need, and far below the C int that threads and pools take.
+MAX_THREADS = 1024
+MAX_WORKERS = 1024
+# engine.cohort: train a round's honest clients together where it pays off, always, never.
+COHORT_MODES = ("auto", "always", "never")
 
 
 class ConfigError(ValueError):
@@ -127,6 +137,7 @@ class InlineEngineSchema:
     _target_: str = "simulator.engines.inline.InlineEngine"
     name: str = "inline"
     workers: int = 0
+    cohort: str = "auto"
 
 
 @dataclass
@@ -239,7 +250,11 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("momentum", lambda v: _is_real(v) and 0 <= v < 1, "must be in [0, 1)"),
     ("weight_decay", lambda v: _is_real(v) and v >= 0, "must be a number >= 0"),
     ("malicious_fraction", lambda v: _is_real(v) and 0 <= v < 1, "must be in [0, 1)"),
-    ("torch_threads", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
+    (
+        "torch_threads",
+        lambda v: _is_int(v) and 1 <= v <= MAX_THREADS,
+        f"must be an integer in [1, {MAX_THREADS}]",
+    ),
     ("eval_batch_size", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
     ("checkpoint_every", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0 (0: never)"),
     ("faults.client_failure_rate", lambda v: _is_real(v) and 0 <= v < 1, "must be in [0, 1)"),
@@ -252,7 +267,23 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         "must be null (from malicious_fraction) or an integer >= 0",
     ),
     ("strategy.root_size", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0"),
+    (
+        "engine.workers",
+        lambda v: _is_int(v) and 0 <= v <= MAX_WORKERS,
+        f"must be an integer in [0, {MAX_WORKERS}] (0: clients run in this process)",
+    ),
+    ("engine.cohort", lambda v: v in COHORT_MODES, f"must be one of {', '.join(COHORT_MODES)}"),
+    # Ray waits forever for a client task that asks for infinite resources.
+    ("engine.num_cpus", lambda v: _is_real(v) and v > 0, "must be a finite number > 0"),
+    ("engine.num_gpus", lambda v: _is_real(v) and v >= 0, "must be a finite number >= 0"),
 ]
+
+
+def _applies(cfg: DictConfig, key: str) -> bool:
+    """A rule for a group's key applies where the chosen entry has the key (engine.workers
+    only to engine=inline); a top-level key is always checked (removed with ~: null)."""
+    parent, _, name = key.rpartition(".")
+    return parent not in GROUPS or name in cfg[parent]
 
 
 def _check_device(device: str) -> None:
@@ -297,19 +328,42 @@ def _checked(check: Callable[..., Any], **kwargs: Any) -> Any:
         raise ConfigError(str(error).splitlines()[0]) from None
 
 
-def _check_known_keys(cfg: DictConfig) -> None:
-    """A key forced in with ``++`` that no schema has would reach a constructor as a typo."""
-    import dataclasses
+def unknown_key_message(
+    key: str, value: Any, node: DictConfig, known: Iterable[str] | None = None
+) -> str:
+    """``KEY=VALUE: no such key`` for a key of ``node``, with the group entry it is not in
+    and the closest of the ``known`` keys beside it (default: ``node``'s keys)."""
+    parent, _, name = key.rpartition(".")
+    siblings = sorted(str(k) for k in (node if known is None else known) if k != name)
+    close = difflib.get_close_matches(name, siblings, n=1)
+    entry = node.get("name") if parent in GROUPS else None
+    where = f" for {parent}={entry}" if entry is not None else ""
+    hint = f"; did you mean {parent}{'.' if parent else ''}{close[0]}?" if close else ""
+    return f"{key}={_show(value)}: no such key{where}{hint}"
 
-    for group in ("dataset", "partition", "model", "strategy", "pre", "attack", "engine"):
-        node = cfg.get(group)
-        schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
-        if schema is None or not dataclasses.is_dataclass(schema):
-            continue
-        known = {f.name for f in dataclasses.fields(schema)}
-        for key in node:
-            if key not in known:
-                raise ConfigError(f"{group}.{key}: no such key for {group}={node.get('name')}")
+
+def _check_known_keys(node: DictConfig, prefix: str = "") -> None:
+    """Refuse a key added with ``+`` or ``++`` that no schema has.
+
+    Hydra adds such a key silently: at the top level it would be ignored (a typo such as
+    ``+lrr=0.1`` runs with the default lr), in a group it would reach a constructor.
+    Nodes whose schema is free-form (a rule's or an attack's parameters) are left to
+    their constructors.
+    """
+    schema = OmegaConf.get_type(node)
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return
+    known = [f.name for f in dataclasses.fields(schema)]
+    for key in node:
+        child = node._get_node(key)
+        if key not in known:
+            # As given: an interpolation (+x=${y}) is shown, not resolved.
+            value = (
+                OmegaConf.to_container(child) if isinstance(child, Container) else child._value()
+            )
+            raise ConfigError(unknown_key_message(f"{prefix}{key}", value, node, known))
+        if isinstance(child, DictConfig):
+            _check_known_keys(child, f"{prefix}{key}.")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -317,7 +371,7 @@ def validate(cfg: DictConfig) -> None:
     _check_known_keys(cfg)
     for key, ok, constraint in _RULES:
         value = OmegaConf.select(cfg, key)
-        if not ok(value):
+        if _applies(cfg, key) and not ok(value):
             raise _fail(key, value, constraint)
     told = cfg.strategy.num_malicious
     if told is not None and _is_int(told) and told >= cfg.clients_per_round:

@@ -364,16 +364,30 @@ class _HubDataSet(_DataSet):
         self.hub_id = hub_id
 
     def check(self) -> None:
+        """Also look for the local files (a few stat calls), so that a directory without
+        them is refused before a run starts, not when the data are loaded."""
         super().check()
-        if self.path is not None and (
-            not str(self.path).strip() or not Path(str(self.path)).expanduser().is_dir()
-        ):
-            raise DataError(
-                f"dataset.path={self.path!r}: must be an existing directory holding "
-                f"{self._local_files_hint}"
-            )
+        if self.path is not None:
+            directory = Path(str(self.path)).expanduser()
+            if not str(self.path).strip() or not directory.is_dir():
+                raise DataError(
+                    f"dataset.path={self.path!r}: must be an existing directory holding "
+                    f"{self._local_files_hint}"
+                )
+            self._local_files(directory)
         if not isinstance(self.hub_id, str) or not self.hub_id:
             raise DataError(f"dataset.hub_id={self.hub_id!r}: must be a Hub data set id")
+
+    def _lacks(self, missing: list[str], where: str = "") -> DataError:
+        """One line: the key and value, the files not found, and what the directory needs."""
+        return DataError(
+            f"dataset.path={self.path!r}: {self.name} lacks {', '.join(missing)}{where}; "
+            f"it must hold {self._local_files_hint}"
+        )
+
+    def _local_files(self, directory: Path) -> tuple[Path | None, ...]:
+        """The files to read from ``directory``; ``DataError`` naming those missing."""
+        raise NotImplementedError
 
     def _load(self, seed: int) -> LoadedData:
         del seed  # both sources have a fixed train/test split
@@ -467,20 +481,24 @@ class _MnistLike(_HubDataSet):
             )
         return images[:, None], labels  # shape: (N, 1, 28, 28), (N,)
 
-    def _load_local(self, directory: Path) -> LoadedData:
+    def _local_files(self, directory: Path) -> tuple[Path | None, Path | None, Path, Path]:
+        """Both test files, and both train files or neither (the test split is then cut)."""
         found = [self._find(directory, name) for name in self._files]
         train_images, train_labels, test_images, test_labels = found
-        note = None
         if test_images is None or test_labels is None:
-            raise DataError(
-                f"{self.name}: dataset.path={str(directory)!r} lacks "
-                f"{', '.join(n for n, p in zip(self._files, found, strict=True) if p is None)}; "
-                f"it must hold {self._local_files_hint}"
-            )
+            missing = [n for n, p in zip(self._files, found, strict=True) if p is None]
+            raise self._lacks(missing)
+        if (train_images is None) != (train_labels is None):
+            raise self._lacks([self._files[0] if train_images is None else self._files[1]])
+        return train_images, train_labels, test_images, test_labels
+
+    def _load_local(self, directory: Path) -> LoadedData:
+        train_images, train_labels, test_images, test_labels = self._local_files(directory)
+        note = None
         x_test, y_test = self._read_pair(test_images, test_labels)
         if train_images is not None and train_labels is not None:
             x_train, y_train = self._read_pair(train_images, train_labels)
-        elif train_images is None and train_labels is None:
+        else:
             # Only the official test split is at hand (as in shared/data/mnist): split it.
             total = x_test.shape[0]
             cut = int(total * _TEST_ONLY_TRAIN_FRACTION)
@@ -494,12 +512,6 @@ class _MnistLike(_HubDataSet):
             note = (
                 f"local {self.name} copy in {directory} holds only the test split: "
                 f"first {cut:,} images train, last {total - cut:,} test"
-            )
-        else:
-            missing = "train-images" if train_images is None else "train-labels"
-            raise DataError(
-                f"{self.name}: dataset.path={str(directory)!r} has one train file but not "
-                f"{missing}-*; it must hold {self._local_files_hint}"
             )
         return LoadedData(
             name=self.name,
@@ -585,12 +597,11 @@ class Cifar10(_HubDataSet):
     ) -> None:
         super().__init__(name=name, path=path, hub_id=hub_id)
 
-    def _load_local(self, directory: Path) -> LoadedData:
-        if (
-            not (directory / self._files[0]).is_file()
-            and (directory / "cifar-10-batches-bin").is_dir()
-        ):
-            directory = directory / "cifar-10-batches-bin"  # the tarball's own folder
+    def _local_files(self, directory: Path) -> tuple[Path, ...]:
+        """The six batches, in ``directory`` or in its ``cifar-10-batches-bin`` folder."""
+        nested = directory / "cifar-10-batches-bin"  # the tarball's own folder
+        if not (directory / self._files[0]).is_file() and nested.is_dir():
+            directory = nested
         missing = [name for name in self._files if not (directory / name).is_file()]
         if missing:
             pickled = (directory / "data_batch_1").is_file() or (
@@ -598,15 +609,16 @@ class Cifar10(_HubDataSet):
             ).is_dir()
             if pickled:
                 raise DataError(
-                    f"{self.name}: dataset.path={str(directory)!r} holds the python-pickle "
-                    "version of CIFAR-10, which is never unpickled here; use the binary "
-                    f"version (cifar-10-binary.tar.gz): {self._local_files_hint}"
+                    f"dataset.path={self.path!r}: holds the python-pickle version of "
+                    f"{self.name}, which is never unpickled here; use the binary version "
+                    f"(cifar-10-binary.tar.gz): {self._local_files_hint}"
                 )
-            raise DataError(
-                f"{self.name}: dataset.path={str(directory)!r} lacks {', '.join(missing)}; "
-                f"it must hold {self._local_files_hint}"
-            )
-        batches = [read_cifar10_batch(directory / name, self.name) for name in self._files]
+            raise self._lacks(missing, f" in {directory}" if directory == nested else "")
+        return tuple(directory / name for name in self._files)
+
+    def _load_local(self, directory: Path) -> LoadedData:
+        files = self._local_files(directory)
+        batches = [read_cifar10_batch(path, self.name) for path in files]
         x_train = np.concatenate([images for images, _ in batches[:-1]])  # shape: (N, 3, 32, 32)
         y_train = np.concatenate([labels for _, labels in batches[:-1]])
         x_test, y_test = batches[-1]

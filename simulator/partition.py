@@ -20,14 +20,18 @@ from typing import Any
 
 import datasets
 import numpy as np
-from flwr_datasets.partitioner import (
+
+from simulator.lazy_imports import defer_flwr_datasets_plotting
+from simulator.seeding import derive_seed
+
+defer_flwr_datasets_plotting()
+
+from flwr_datasets.partitioner import (  # noqa: E402  (after the deferral above)
     DirichletPartitioner,
     IidPartitioner,
     Partitioner,
     ShardPartitioner,
 )
-
-from simulator.seeding import derive_seed
 
 __all__ = [
     "BiasPartitioner",

@@ -7,7 +7,6 @@ constraint, and the process exits with status 2 (no traceback).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
@@ -21,11 +20,10 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from simulator.config import ConfigError, validate
+from simulator.config import GROUPS, ConfigError, unknown_key_message, validate
 
 CONFIG_NAME = "config"
 SWITCHES = ("progress", "verbose")  # the boolean top-level keys
-GROUPS = ("dataset", "partition", "model", "strategy", "pre", "attack", "engine")
 # Flags after which Hydra only prints something (help, config, shell completion).
 _INFO_FLAGS = {
     "-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info",
@@ -56,22 +54,6 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), text)
 
 
-def _known_keys() -> list[str]:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name=CONFIG_NAME)
-    keys: list[str] = []
-
-    def walk(node: DictConfig, prefix: str) -> None:
-        for key in node:
-            keys.append(f"{prefix}{key}")
-            child = node._get_node(key)
-            if isinstance(child, DictConfig):
-                walk(child, f"{prefix}{key}.")
-
-    walk(cfg, "")
-    return keys
-
-
 def composition_message(error: Exception) -> str:
     """One line for a Hydra composition error: the key, the value, the constraint."""
     text = str(error)
@@ -86,12 +68,18 @@ def composition_message(error: Exception) -> str:
             return f"{group}={value}: no such {group}{choice}"
         return _first_line(text)
     cause = error.__cause__
-    if "Could not override" in text or "Could not append" in text:
-        key = re.search(r"override '([^']+)'", text)
-        name = key.group(1) if key else "?"
-        close = difflib.get_close_matches(name, _known_keys(), n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        return f"{name}: no such key{hint}"
+    unknown = re.search(r"Could not override '([^']+)'.*use \+[^=\s]+=(.*)", text, re.DOTALL)
+    if unknown:
+        key, value = unknown.groups()
+        node = getattr(cause, "parent_node", None)
+        node = node if isinstance(node, DictConfig) else DictConfig({})
+        return unknown_key_message(key, value.strip(), node)
+    present = re.search(
+        r"An item is already at '([^']+)'.*remove \+ prefix: '([^']*)'", text, re.DOTALL
+    )
+    if present:
+        key, plain = present.groups()
+        return f"+{plain}: {key} is already set; change it without the +: {plain}"
     if "Error merging override" in text and isinstance(cause, OmegaConfBaseException):
         override = text.split("Error merging override", 1)[1].strip()
         key = getattr(cause, "full_key", None) or override.split("=", 1)[0]

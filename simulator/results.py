@@ -142,9 +142,12 @@ class RunRecorder:
         self._round_start: float | None = None
         self._pending: RoundReport | None = None
         self.started = time.perf_counter()
+        self.first_round_started: float | None = None  # Unix time, for startup benchmarks
 
     # RoundObserver -----------------------------------------------------------------
     def on_round_start(self, server_round: int) -> None:
+        if self.first_round_started is None:
+            self.first_round_started = time.time()
         self._round_start = time.perf_counter()
         self._pending = None
 
@@ -247,6 +250,7 @@ class RunRecorder:
             "rounds": len(trained),
             "rounds_attack_failed": self.attack_failed_rounds,
             "wall_seconds": time.perf_counter() - self.started,
+            "first_round_started_unix": self.first_round_started,
             **extra,
         }
 

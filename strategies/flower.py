@@ -19,7 +19,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from flwr.app import (
-    Array,
     ArrayRecord,
     ConfigRecord,
     Message,
@@ -31,6 +30,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
+from simulator.arrays import read_array, records_of, to_array
 from simulator.seeding import numpy_generator, torch_generator
 from strategies.base import Aggregate
 from strategies.pipeline import accepts, aggregate
@@ -72,16 +72,22 @@ class ArrayLayout:
             extra = sorted(set(record.keys()) - set(self.keys))
             raise ValueError(f"arrays do not match the model: missing {missing}, extra {extra}")
         parts = []
-        for key, shape in zip(self.keys, self.shapes, strict=True):
+        for key, shape, dtype in zip(self.keys, self.shapes, self.dtypes, strict=True):
             try:
-                array = record[key].numpy()
+                array = read_array(record[key], dtype, shape)
             except (TypeError, ValueError) as error:  # e.g. not numpy-serialised
                 raise ValueError(f"array {key!r} cannot be read: {error}") from None
             if array.shape != shape:
                 raise ValueError(f"array {key!r} has shape {array.shape}, the model {shape}")
-            parts.append(torch.from_numpy(np.asarray(array, dtype=np.float32)).reshape(-1))
-        # shape: (d,)
-        return torch.cat(parts) if parts else torch.zeros(0)
+            parts.append(array.reshape(-1))
+        if not parts:
+            return torch.zeros(0)
+        # One copy, into a new float32 vector: the parts may be read-only views of the bytes.
+        try:
+            flat = np.concatenate(parts, dtype=np.float32, casting="unsafe")
+        except (TypeError, ValueError) as error:  # e.g. an array of strings
+            raise ValueError(f"arrays cannot be read as numbers: {error}") from None
+        return torch.from_numpy(flat)  # shape: (d,)
 
     def unflatten(self, vector: torch.Tensor) -> ArrayRecord:
         """Inverse of ``flatten``, casting each array back to its own dtype."""
@@ -90,7 +96,7 @@ class ArrayLayout:
         offset = 0
         for key, shape, dtype in zip(self.keys, self.shapes, self.dtypes, strict=True):
             size = int(np.prod(shape))
-            record[key] = Array(flat[offset : offset + size].reshape(shape).astype(dtype))
+            record[key] = to_array(flat[offset : offset + size].reshape(shape).astype(dtype))
             offset += size
         return record
 
@@ -382,12 +388,14 @@ class RobustStrategy(FedAvg):
         Everything in a reply is client-controlled: anything malformed is a rejection
         with a reason, never an exception that escapes the round.
         """
-        if len(content.array_records) != 1:
-            raise ValueError(f"expected 1 ArrayRecord, got {len(content.array_records)}")
-        if len(content.metric_records) != 1:
-            raise ValueError(f"expected 1 MetricRecord, got {len(content.metric_records)}")
-        vector = layout.flatten(next(iter(content.array_records.values())))
-        metrics = next(iter(content.metric_records.values()))
+        arrays = records_of(content, ArrayRecord)
+        if len(arrays) != 1:
+            raise ValueError(f"expected 1 ArrayRecord, got {len(arrays)}")
+        metric_records = records_of(content, MetricRecord)
+        if len(metric_records) != 1:
+            raise ValueError(f"expected 1 MetricRecord, got {len(metric_records)}")
+        vector = layout.flatten(arrays[0])
+        metrics = metric_records[0]
         count = metrics.get(NUM_EXAMPLES_KEY)
         if not _is_real(count) or not 1 <= count <= MAX_EXAMPLES or count != int(count):  # type: ignore[operator]
             raise ValueError(f"{NUM_EXAMPLES_KEY}={count!r} is not a whole count in [1, 2^31]")

@@ -27,6 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from simulator.config import COHORT_MODES
 from simulator.seeding import derive_seed
 
 log = logging.getLogger("oleander")
@@ -74,31 +75,57 @@ def _error_reply(message: Message, error: BaseException) -> Message:
     )
 
 
+def _stamp(reply: Message) -> Message:
+    """Give a reply its message id, as Flower's runtimes do when they store it."""
+    reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+    return reply
+
+
 def _handle(app: ClientApp, message: Message, context: Context) -> Message:
     try:
         reply = app(message, context)
     except Exception as error:  # a failing client is recorded by the strategy, not fatal
         reply = _error_reply(message, error)
-    reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
-    return reply
+    return _stamp(reply)
+
+
+def _serve(app: ClientApp, batch: list[tuple[Message, Context]], cohort: str) -> list[Message]:
+    """Replies to ``batch`` in order: a cohort of train messages at once, the rest one by one.
+
+    ``cohort``: "auto" batches where the ClientApp expects it to pay off, "always"
+    wherever it can, "never" not at all. A ClientApp without ``train_many`` handles
+    every message alone.
+    """
+    train_many = getattr(app, "train_many", None)
+    batched: dict[int, Message] = {}
+    if cohort != "never" and train_many is not None:
+        batched = train_many(batch, force=cohort == "always")
+    return [
+        _stamp(batched[i]) if i in batched else _handle(app, message, context)
+        for i, (message, context) in enumerate(batch)
+    ]
 
 
 # Worker processes ----------------------------------------------------------------------
 _WORKER_APP: ClientApp | None = None
 
 
-def _worker_init(factory: Callable[[], ClientApp], threads: int) -> None:
-    global _WORKER_APP
+_WORKER_COHORT = "auto"
+
+
+def _worker_init(factory: Callable[[], ClientApp], threads: int, cohort: str) -> None:
+    global _WORKER_APP, _WORKER_COHORT
     # Ctrl-C reaches the whole process group; the parent decides when to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     logging.getLogger("flwr").setLevel(logging.ERROR)
     _WORKER_APP = factory()
+    _WORKER_COHORT = cohort
 
 
 def _worker_handle(batch: list[tuple[Message, Context]]) -> list[Message]:
     assert _WORKER_APP is not None
-    return [_handle(_WORKER_APP, message, context) for message, context in batch]
+    return _serve(_WORKER_APP, batch, _WORKER_COHORT)
 
 
 class InlineGrid(Grid):
@@ -111,6 +138,7 @@ class InlineGrid(Grid):
         run_id: int = 1,
         workers: int = 0,
         worker_threads: int = 1,
+        cohort: str = "auto",
     ) -> None:
         self._run = Run.create_empty(run_id=run_id)
         self._factory = client_app_factory
@@ -130,6 +158,7 @@ class InlineGrid(Grid):
         self._pool: ProcessPoolExecutor | None = None
         self.workers = workers
         self.worker_threads = worker_threads
+        self.cohort = cohort
         self.replaced_workers = 0
         if workers > 0:
             self._pool = self._new_pool()
@@ -139,7 +168,7 @@ class InlineGrid(Grid):
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
-            initargs=(self._factory, self.worker_threads),
+            initargs=(self._factory, self.worker_threads, self.cohort),
         )
 
     def close(self) -> None:
@@ -194,8 +223,9 @@ class InlineGrid(Grid):
     def _process(self, batch: list[tuple[Message, Context]]) -> list[Message]:
         if self._pool is None:
             assert self._app is not None
-            return [_handle(self._app, message, context) for message, context in batch]
-        # One chunk per worker: each pickles the shared payload once per chunk.
+            return _serve(self._app, batch, self.cohort)
+        # One chunk per worker: messages of a round share one content object, which
+        # pickle writes once per chunk, so each worker receives the global model once.
         chunks = [c for c in (batch[i :: self.workers] for i in range(self.workers)) if c]
         for attempt in range(MAX_POOL_RESTARTS + 1):
             try:
@@ -222,13 +252,20 @@ class InlineEngine:
     workers : int (default: 0)
         0 runs every client in this process; N > 0 starts N worker processes (one torch
         thread each) and spreads each round's clients over them.
+    cohort : str (default: "auto")
+        Train a round's honest clients together (``clients.cohort``): "auto" where it is
+        expected to pay off (linear-layer models on CPU), "always" for every model it
+        supports, "never" not at all. The numbers agree to floating-point rounding either way.
     """
 
-    def __init__(self, name: str = "inline", workers: int = 0) -> None:
+    def __init__(self, name: str = "inline", workers: int = 0, cohort: str = "auto") -> None:
         if workers < 0:
             raise ValueError(f"engine.workers={workers}: must be >= 0")
+        if cohort not in COHORT_MODES:
+            raise ValueError(f"engine.cohort={cohort!r}: must be one of {', '.join(COHORT_MODES)}")
         self.name = name
         self.workers = workers
+        self.cohort = cohort
 
     def run(
         self,
@@ -240,7 +277,9 @@ class InlineEngine:
     ) -> None:
         run_id = 1
         set_task_identity(run_id)
-        grid = InlineGrid(client_app_factory, num_clients, run_id=run_id, workers=self.workers)
+        grid = InlineGrid(
+            client_app_factory, num_clients, run_id=run_id, workers=self.workers, cohort=self.cohort
+        )
         context = Context(
             run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config={}
         )

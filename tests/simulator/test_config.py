@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from simulator.config import ConfigError, validate
+from simulator.data import Mnist
 from simulator.preflight import CONFIG_DIR, _points, check_point
 from tests.conftest import compose_config, group_entries
 
@@ -88,16 +90,16 @@ def test_every_attack_entry_composes(entry: str) -> None:
         (["momentum=1"], "momentum=1.0: must be in [0, 1)"),
         (["weight_decay=-1"], "weight_decay=-1.0: must be a number >= 0"),
         (["seed=-1"], "seed=-1: must be an integer >= 0"),
-        (["torch_threads=0"], "torch_threads=0: must be an integer >= 1"),
+        (["torch_threads=0"], "torch_threads=0: must be an integer in [1, 1024]"),
         (["device=tpu"], "device=tpu: must be cpu, cuda or cuda:N"),
         (["num_clients=abc"], "num_clients=abc: must be of type integer"),
         (["lr=fast"], "lr=fast: must be of type float"),
         (["strategy=nope"], "strategy=nope: no such strategy: choose one of bulyan, "),
         (["engine=nope"], "engine=nope: no such engine"),
-        (["num_client=5"], "num_client: no such key; did you mean num_clients?"),
+        (["num_client=5"], "num_client=5: no such key; did you mean num_clients?"),
         (["strategy.server_lr=0"], "strategy.server_lr=0.0: must be a number > 0"),
-        (["engine.workers=-2"], "engine.workers=-2: must be >= 0"),
-        (["engine=ray", "engine.num_cpus=0"], "engine.num_cpus=0.0: must be > 0"),
+        (["engine.workers=-2"], "engine.workers=-2: must be an integer in [0, 1024]"),
+        (["engine=ray", "engine.num_cpus=0"], "engine.num_cpus=0.0: must be a finite number > 0"),
         (["partition=dirichlet", "partition.alpha=0"], "partition.alpha=0.0"),
         (["partition=bias", "partition.bias=1.5"], "partition.bias=1.5"),
         (["model=fltrust_cnn"], "model=fltrust_cnn needs 1x28x28 inputs"),
@@ -123,6 +125,118 @@ def test_bad_value_is_one_line_naming_key_and_value(override: list[str], expecte
     assert expected in message, message
     assert "\n" not in message
     assert "Traceback" not in message
+
+
+C_INT = 2**31  # torch.set_num_threads and process pools take a C int
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (["torch_threads=1025"], "torch_threads=1025: must be an integer in [1, 1024]"),
+        ([f"torch_threads={C_INT}"], f"torch_threads={C_INT}: must be an integer in [1, 1024]"),
+        (["engine.workers=1025"], "engine.workers=1025: must be an integer in [0, 1024]"),
+        ([f"engine.workers={C_INT}"], f"engine.workers={C_INT}: must be an integer in [0, 1024]"),
+        (["engine=ray", "engine.num_cpus=inf"], "engine.num_cpus=inf: must be a finite number > 0"),
+        (["engine=ray", "engine.num_cpus=nan"], "engine.num_cpus=nan: must be a finite number > 0"),
+        (
+            ["engine=ray", "engine.num_gpus=inf"],
+            "engine.num_gpus=inf: must be a finite number >= 0",
+        ),
+        (
+            ["engine=ray", "engine.num_gpus=nan"],
+            "engine.num_gpus=nan: must be a finite number >= 0",
+        ),
+        (["+lrr=0.1"], "lrr=0.1: no such key; did you mean lr?"),
+        (["++lrr=0.1"], "lrr=0.1: no such key; did you mean lr?"),
+        (["+num_clientss=5"], "num_clientss=5: no such key; did you mean num_clients?"),
+        (["++zzz=1"], "zzz=1: no such key"),
+        (
+            ["++faults.client_failure=0.5"],
+            "faults.client_failure=0.5: no such key; did you mean faults.client_failure_rate?",
+        ),
+        (["+strategy.server_l=2"], "strategy.server_l=2: no such key for strategy=fedavg; did you"),
+        (["engine=ray", "engine.workers=2"], "engine.workers=2: no such key for engine=ray"),
+        (["+lr=0.1"], "+lr=0.1: lr is already set; change it without the +: lr=0.1"),
+    ],
+)
+def test_bounds_and_unknown_keys_are_refused(override: list[str], expected: str) -> None:
+    """Values a C int or Ray cannot take, and keys added with + or ++ that do not exist."""
+    with pytest.raises(ConfigError) as info:
+        check_point(override)
+    message = str(info.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message
+
+
+def test_an_unknown_key_is_not_suggested_as_itself() -> None:
+    # engine.workers exists for engine=inline only; suggesting it back would be no help.
+    with pytest.raises(ConfigError) as info:
+        check_point(["engine=ray", "engine.workers=2"])
+    assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [["torch_threads=1024"], ["engine.workers=1024"], ["engine=ray", "engine.num_gpus=0"]],
+)
+def test_values_at_the_bounds_are_accepted(override: list[str]) -> None:
+    assert check_point(override) is not None
+
+
+def test_unknown_keys_are_refused_in_every_typed_node() -> None:
+    cfg = compose_config()
+    for key in ("lrr", "faults.rate", "strategy.foo"):
+        bad = compose_config(f"+{key}=1")
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=1: no such key"):
+            validate(bad)
+    validate(cfg)  # the same config without the added key passes
+
+
+def test_data_path_without_the_files_is_refused_by_the_check(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_point(["dataset=mnist", f"dataset.path={tmp_path}"])
+    message = str(info.value)
+    assert message.startswith(f"dataset.path={str(tmp_path)!r}: mnist lacks "), message
+    assert "t10k-images-idx3-ubyte.gz" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["torch_threads=2147483648"], "torch_threads=2147483648: must be an integer in [1, 1024]"),
+        (
+            ["engine.workers=2147483648"],
+            "engine.workers=2147483648: must be an integer in [0, 1024]",
+        ),
+        (
+            ["engine=ray", "engine.num_gpus=inf"],
+            "engine.num_gpus=inf: must be a finite number >= 0",
+        ),
+        (["+lrr=0.1"], "lrr=0.1: no such key; did you mean lr?"),
+        (["dataset=mnist", "dataset.path=EMPTY"], "dataset.path='EMPTY': mnist lacks "),
+    ],
+)
+def test_cli_refuses_before_hydra_writes_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], line: str
+) -> None:
+    """In process: exit 2, one line, and the (existing) run directory stays as it was."""
+    from simulator.main import cli
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    args = [arg.replace("EMPTY", str(empty)) for arg in args]
+    with pytest.raises(SystemExit) as exited:
+        cli([*args, f"hydra.run.dir={run_dir}"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("oleander: error: " + line.replace("EMPTY", str(empty))), err
+    assert list(run_dir.iterdir()) == []
+    assert list(empty.iterdir()) == []
 
 
 def test_rule_precondition_with_too_many_attackers_is_a_combination_error() -> None:
@@ -191,13 +305,13 @@ def test_structured_schema_rejects_wrong_type_at_composition() -> None:
 
 
 @pytest.mark.parametrize("entry", group_entries("experiment"))
-def test_every_experiment_preset_composes_and_validates(entry: str) -> None:
-    from tests.conftest import MNIST_DIR
-
+def test_every_experiment_preset_composes_and_validates(entry: str, tmp_path: Path) -> None:
     overrides = [f"+experiment={entry}"]
     if "mnist" in entry:
-        # The presets name no data path; any existing directory passes the cheap check.
-        overrides.append(f"dataset.path={MNIST_DIR if MNIST_DIR.is_dir() else Path.cwd()}")
+        # The presets name no data path; the check looks for the files, not into them.
+        for name in Mnist._files:
+            (tmp_path / name).write_bytes(b"")
+        overrides.append(f"dataset.path={tmp_path}")
     cfg = compose_config(*overrides)
     validate(cfg)
     header = (Path(CONFIG_DIR) / "experiment" / f"{entry}.yaml").read_text().splitlines()

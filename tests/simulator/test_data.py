@@ -304,6 +304,52 @@ def test_check_rejects_a_missing_path(tmp_path: Path, cls: type) -> None:
 
 
 @pytest.mark.parametrize(
+    ("cls", "needed"),
+    [
+        (Mnist, "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"),
+        (FashionMnist, "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"),
+        (Cifar10, "data_batch_1.bin, data_batch_2.bin, data_batch_3.bin"),
+    ],
+)
+def test_check_rejects_a_directory_without_the_files(
+    tmp_path: Path, cls: type, needed: str
+) -> None:
+    """Refused by the cheap check, before a run starts, not only when loading."""
+    (tmp_path / "unrelated.txt").write_text("")
+    with pytest.raises(DataError) as info:
+        cls(path=str(tmp_path)).check()
+    message = str(info.value)
+    assert message.startswith(f"dataset.path={str(tmp_path)!r}: {cls().name} lacks "), message
+    assert needed in message
+    assert "\n" not in message
+
+
+def test_check_accepts_the_files_without_reading_them(tmp_path: Path) -> None:
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte.gz"):  # the test split only
+        (tmp_path / name).write_bytes(b"")
+    Mnist(path=str(tmp_path)).check()
+    cifar = tmp_path / "cifar" / "cifar-10-batches-bin"  # the tarball's own folder
+    cifar.mkdir(parents=True)
+    for name in [*(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin"]:
+        (cifar / name).write_bytes(b"")
+    Cifar10(path=str(cifar.parent)).check()
+
+
+def test_check_rejects_one_train_file_without_the_other(tmp_path: Path) -> None:
+    _fake_mnist(tmp_path, {"t10k": 10})
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(DataError, match=r"^dataset\.path=.*lacks train-labels-idx1-ubyte\.gz;"):
+        Mnist(path=str(tmp_path)).check()
+
+
+def test_check_names_the_nested_cifar_folder_it_looked_in(tmp_path: Path) -> None:
+    (tmp_path / "cifar-10-batches-bin").mkdir()
+    with pytest.raises(DataError) as info:
+        Cifar10(path=str(tmp_path)).check()
+    assert f"test_batch.bin in {tmp_path / 'cifar-10-batches-bin'};" in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("cls", "name", "expected_file"),
     [
         (Mnist, "mnist", "t10k-images-idx3-ubyte.gz"),

@@ -103,6 +103,31 @@ def inline_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str,
     return _run(tmp_path_factory.mktemp("inline"), "run", *E2E)
 
 
+@pytest.fixture(scope="module")
+def sequential_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[list[dict[str, str]], dict]:
+    """The inline engine training one client at a time (no cohort): Ray's arithmetic."""
+    return _run(tmp_path_factory.mktemp("sequential"), "run", *E2E, "engine.cohort=never")
+
+
+def test_cohort_training_matches_one_client_at_a_time(
+    inline_run: tuple[list[dict[str, str]], dict],
+    sequential_run: tuple[list[dict[str, str]], dict],
+) -> None:
+    """The MLP's clients train as one cohort by default; the numbers agree to rounding."""
+    cohort, sequential = _metrics(inline_run[0]), _metrics(sequential_run[0])
+    assert [row[0] for row in cohort] == [row[0] for row in sequential]
+    for a, b in zip(cohort, sequential, strict=True):
+        assert a[1] == b[1]  # the same predictions on every test image
+        assert a[4] == b[4]
+        for x, y in zip(a[2:4], b[2:4], strict=True):
+            if "" in (x, y):  # round 0 has no training loss
+                assert x == y
+            else:
+                assert float(x) == pytest.approx(float(y), rel=1e-5)
+
+
 def test_inline_end_to_end_learns_digits(inline_run: tuple[list[dict[str, str]], dict]) -> None:
     rows, summary = inline_run
     assert [int(r["round"]) for r in rows] == [0, 1, 2, 3]
@@ -144,11 +169,12 @@ def test_client_sampling_trains_the_configured_number(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ray_engine_gives_the_inline_metrics(
-    tmp_path: Path, inline_run: tuple[list[dict[str, str]], dict]
+    tmp_path: Path, sequential_run: tuple[list[dict[str, str]], dict]
 ) -> None:
+    """Bit for bit: both engines run the same ClientApp one client at a time."""
     rows, summary = _run(tmp_path, "ray", *E2E, "engine=ray")
     assert summary["engine"] == "ray"
-    assert _metrics(rows) == _metrics(inline_run[0])
+    assert _metrics(rows) == _metrics(sequential_run[0])
     assert summary["final_accuracy"] > 0.6
 
 
@@ -193,3 +219,20 @@ def test_a_dead_worker_is_replaced_and_its_clients_rerun(tmp_path: Path) -> None
     assert (tmp_path / "died").exists(), "the worker did die"
     assert grid.replaced_workers == 1
     assert sorted(r.content["identity"]["client-id"] for r in replies) == [0, 1, 2, 3]
+
+
+def test_workers_receive_the_global_model_once_per_chunk() -> None:
+    """Messages of a round share one content object (as FedAvg builds them), and the
+    chunk pickled for a worker holds it once, however many clients the chunk has."""
+    import pickle
+
+    import numpy as np
+    from flwr.app import Array, ArrayRecord
+
+    set_task_identity(1)
+    model = ArrayRecord({"w": Array(np.zeros(100_000, dtype=np.float32))})  # 400 kB
+    content = RecordDict({"arrays": model, "config": ConfigRecord({"server-round": 1})})
+    one = len(pickle.dumps([Message(content, 10, MessageType.TRAIN)]))
+    chunk = [Message(content, 10 + i, MessageType.TRAIN) for i in range(50)]
+    assert one > 400_000
+    assert len(pickle.dumps(chunk)) < one + 50 * 2_000  # metadata only per extra client

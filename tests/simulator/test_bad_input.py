@@ -1,12 +1,5 @@
 """Bad input at the entry point: exit 2, one line naming key, value and constraint, no writes.
 
-NOT COLLECTED YET (issue 7 is open): rename this file to ``test_bad_input.py`` once the
-preflight rejects what it still accepts. Failing when it last ran (8 of 30): values of
-``torch_threads`` / ``engine.workers`` >= 2**31; ``engine.num_cpus=inf`` and
-``engine.num_gpus=inf`` (the latter hangs Ray); unknown top-level keys added with ``+`` or
-``++`` (silently ignored); a ``dataset.path`` directory without the data files (refused
-only after Hydra wrote ``.hydra/`` and ``main.log``).
-
 Random wrong overrides (wrong types, out-of-range numbers, unknown group options and keys,
 missing data paths, impossible rule preconditions, models that do not fit the data) are
 thrown at ``simulator.main.cli`` in-process. Every one must end in ``SystemExit(2)`` with

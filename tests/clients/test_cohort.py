@@ -1,0 +1,181 @@
+"""Cohort training (many clients in one vmap'd step) equals training them one at a time."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from torch import nn
+
+from clients.app import ClientSpec, make_client_app
+from clients.cohort import cohort_pays_off, supports_cohort, train_cohort
+from clients.training import TrainConfig, train
+from simulator.engines.inline import set_task_identity
+from simulator.federation import FederationSpec, load_federation
+from simulator.models import MLP, FLTrustCNN, LogisticRegression
+from simulator.seeding import torch_generator
+
+RECIPES = {
+    "epochs": TrainConfig(lr=0.1, batch_size=8, local_epochs=2),
+    "one step": TrainConfig(lr=0.1, batch_size=8, local_steps=1),
+    "steps past the data": TrainConfig(lr=0.05, batch_size=16, local_steps=5),
+    "momentum and decay": TrainConfig(
+        lr=0.05, batch_size=8, local_epochs=2, momentum=0.9, weight_decay=1e-3
+    ),
+}
+
+
+def _pool(shape: tuple[int, ...], sizes: list[int]) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(0)
+    total = sum(sizes)
+    x = torch.rand(total, *shape, generator=gen)
+    y = torch.randint(0, 10, (total,), generator=gen)
+    perm = torch.randperm(total, generator=gen)
+    indices = list(perm.split(sizes))
+    return x, y, *indices
+
+
+def _sequential(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: list[torch.Tensor], config
+) -> list[tuple[dict[str, torch.Tensor], float]]:
+    out = []
+    for c, index in enumerate(indices):
+        copy_ = copy.deepcopy(model)
+        stats = train(copy_, x[index], y[index], config, torch_generator(0, c))
+        out.append((copy_.state_dict(), stats["train_loss"]))
+    return out
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+@pytest.mark.parametrize(
+    ("factory", "shape"),
+    [(LogisticRegression, (1, 8, 8)), (MLP, (1, 8, 8)), (FLTrustCNN, (1, 28, 28))],
+)
+def test_cohort_equals_one_client_at_a_time(factory, shape, recipe: str) -> None:
+    """Unequal data sizes: partial last batches and different step counts are padded."""
+    torch.manual_seed(1)
+    model = factory(input_shape=shape, num_classes=10)
+    before = copy.deepcopy(model.state_dict())
+    # 21 and 13 examples: partial batches at 8 and 16; 3 examples: fewer than a batch.
+    x, y, *indices = _pool(shape, [21, 16, 13, 3])
+    config = RECIPES[recipe]
+    expected = _sequential(model, x, y, indices, config)
+    result = train_cohort(
+        model, x, y, indices, config, [torch_generator(0, c) for c in range(len(indices))]
+    )
+    for c, (state, loss) in enumerate(expected):
+        got = result.state_of(c)
+        assert list(got) == list(state)
+        for name in state:
+            torch.testing.assert_close(got[name], state[name], rtol=1e-4, atol=1e-5)
+            assert not torch.equal(state[name], before[name])  # training moved every array
+        assert result.train_losses[c] == pytest.approx(loss, rel=1e-5)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name])  # the template is untouched
+
+
+def test_steps_per_client_follow_the_recipe() -> None:
+    model = LogisticRegression(input_shape=(1, 8, 8), num_classes=10)
+    x, y, *indices = _pool((1, 8, 8), [21, 3])
+    config = TrainConfig(lr=0.1, batch_size=8, local_epochs=2)
+    result = train_cohort(model, x, y, indices, config, [torch_generator(0, c) for c in (0, 1)])
+    assert result.num_steps == [6, 2]  # ceil(21/8) * 2 and ceil(3/8) * 2
+
+
+def test_models_with_state_or_mode_are_refused() -> None:
+    with_dropout = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Dropout(0.5))
+    with_norm = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.BatchNorm1d(10))
+    assert supports_cohort(MLP(input_shape=(1, 8, 8), num_classes=10))
+    assert not supports_cohort(with_dropout)
+    assert not supports_cohort(with_norm)
+    x, y, *indices = _pool((1, 8, 8), [5, 5])
+    with pytest.raises(ValueError, match="mode-dependent"):
+        train_cohort(with_dropout, x, y, indices, RECIPES["epochs"], [torch.Generator()] * 2)
+    with pytest.raises(ValueError, match="num_examples=0"):
+        empty = [indices[0], indices[0][:0]]
+        train_cohort(with_norm, x, y, empty, RECIPES["epochs"], [torch.Generator()] * 2)
+
+
+def test_convolutions_train_one_client_at_a_time_on_cpu() -> None:
+    assert not cohort_pays_off(FLTrustCNN(input_shape=(1, 28, 28), num_classes=10), "cpu")
+    assert cohort_pays_off(MLP(input_shape=(1, 8, 8), num_classes=10), "cpu")
+
+
+# ClientApp.train_many ------------------------------------------------------------------
+SPEC = ClientSpec(
+    federation=FederationSpec(
+        dataset={"_target_": "simulator.data.Digits"},
+        partition={"_target_": "simulator.partition.iid", "_partial_": True},
+        num_clients=6,
+        seed=0,
+    ),
+    model={"_target_": "simulator.models.MLP", "_partial_": True},
+    seed=0,
+)
+
+
+def _round(spec: ClientSpec, clients: list[int]) -> list[tuple[Message, Context]]:
+    """One round's train messages, sharing one content object as Flower's FedAvg builds them."""
+    set_task_identity(1)
+    federation = load_federation(spec.federation)
+    model = MLP(input_shape=federation.data.input_shape, num_classes=10)
+    config = ConfigRecord({"lr": 0.1, "batch-size": 16, "local-epochs": 1, "server-round": 3})
+    content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": config})
+    return [
+        (
+            Message(content, 10 + c, MessageType.TRAIN),
+            Context(
+                run_id=1,
+                node_id=10 + c,
+                node_config={"partition-id": c, "num-partitions": spec.federation.num_clients},
+                state=RecordDict(),
+                run_config={},
+            ),
+        )
+        for c in clients
+    ]
+
+
+def _weights(reply: Message) -> dict[str, torch.Tensor]:
+    return next(iter(reply.content.array_records.values())).to_torch_state_dict()
+
+
+def test_train_many_replies_as_the_train_handler_does() -> None:
+    app = make_client_app(SPEC)
+    batch = _round(SPEC, [0, 2, 5])
+    batched = app.train_many(batch)
+    assert sorted(batched) == [0, 1, 2]
+    for position, (message, context) in enumerate(batch):
+        alone = app(message, context)
+        reply = batched[position]
+        assert reply.metadata.reply_to_message_id == message.metadata.message_id
+        for name, value in _weights(alone).items():
+            torch.testing.assert_close(_weights(reply)[name], value, rtol=1e-5, atol=1e-6)
+        for key in ("num-examples", "train_loss"):
+            got = reply.content["metrics"][key]
+            assert got == pytest.approx(alone.content["metrics"][key], rel=1e-5)
+
+
+def test_train_many_leaves_attackers_failures_and_mods_to_the_handlers() -> None:
+    import dataclasses
+
+    poison = {"_target_": "clients.poisoning.LabelFlip"}
+    spec = dataclasses.replace(SPEC, malicious=frozenset({2}), poison=poison, failure_rate=0.5)
+    from clients.app import injected_failure
+
+    failing = {c for c in range(6) if injected_failure(spec, c, 3)}
+    assert failing and failing != set(range(6)) - {2}  # the seed gives both kinds
+    batch = _round(spec, list(range(6)))
+    batched = make_client_app(spec).train_many(batch)
+    trained = {int(batch[p][1].node_config["partition-id"]) for p in batched}
+    assert trained == set(range(6)) - {2} - failing
+    assert make_client_app(SPEC, mods=[lambda m, c, call: call(m, c)]).train_many(batch) == {}
+
+
+def test_train_many_skips_a_lone_client_and_other_message_types() -> None:
+    app = make_client_app(SPEC)
+    assert app.train_many(_round(SPEC, [4])) == {}
+    query = [(Message(RecordDict(), 10, MessageType.QUERY), _round(SPEC, [0])[0][1])] * 2
+    assert app.train_many(query) == {}
