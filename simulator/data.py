@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import importlib.util
 import math
 import os
 import socket
@@ -204,23 +205,14 @@ class Digits(_DataSet):
             )
 
     def train_size(self) -> int:
-        # scikit-learn's split puts ceil(test_fraction * N) examples in the test set.
+        # The split puts ceil(test_fraction * N) examples in the test set.
         return self._total - math.ceil(float(self.test_fraction) * self._total)
 
     def _load(self, seed: int) -> LoadedData:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        bunch = load_digits()
-        images = (bunch.images / 16.0).astype(np.float32)[:, None]  # shape: (N, 1, 8, 8)
-        labels = bunch.target.astype(np.int64)  # shape: (N,)
-        train_idx, test_idx = train_test_split(
-            np.arange(labels.shape[0]),
-            test_size=float(self.test_fraction),
-            stratify=labels,
-            random_state=derive_seed(seed, _DIGITS_SPLIT_KEY) % 2**32,
-        )
-        train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+        images, labels = _digits_arrays()
+        images = (images / 16.0).astype(np.float32).reshape(-1, *self._input_shape)
+        rng = np.random.default_rng(derive_seed(seed, _DIGITS_SPLIT_KEY))
+        train_idx, test_idx = stratified_split(labels, float(self.test_fraction), rng)
 
         def split(idx: np.ndarray) -> DataSplit:
             return DataSplit(
@@ -235,6 +227,56 @@ class Digits(_DataSet):
             num_classes=self._num_classes,
             input_shape=self._input_shape,
         )
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as ``(1797, 64)`` pixel counts 0..16 and int64 labels.
+
+    Read straight from the CSV file scikit-learn ships (what ``load_digits`` reads):
+    importing scikit-learn costs about a second of every run's start-up on two cores.
+    Falls back to ``load_digits`` if the file is not where scikit-learn keeps it.
+    """
+    package = importlib.util.find_spec("sklearn")
+    locations = [] if package is None else list(package.submodule_search_locations or [])
+    for location in locations:
+        path = Path(location) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            table = np.loadtxt(path, delimiter=",", dtype=np.float64)  # shape: (N, 65)
+            return table[:, :-1], table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.data.astype(np.float64), bunch.target.astype(np.int64)
+
+
+def stratified_split(
+    labels: np.ndarray, test_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and test indices, each class split in the proportions of the whole.
+
+    The test set gets ``ceil(test_fraction * N)`` examples, shared among the classes by
+    their sizes (largest remainders get the leftover examples, ties to the smaller
+    label); each class's examples are drawn at random from ``rng``.
+    """
+    n = labels.shape[0]
+    n_test = math.ceil(test_fraction * n)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    quota = counts * n_test / n
+    take = np.floor(quota).astype(np.int64)
+    order = np.argsort(-(quota - take), kind="stable")
+    take[order[: n_test - int(take.sum())]] += 1
+    if (take < 1).any() or (take > counts - 1).any():
+        raise DataError(
+            f"dataset.test_fraction={test_fraction!r}: leaves a class out of one split "
+            f"(class sizes {counts.tolist()}, test shares {take.tolist()})"
+        )
+    test: list[np.ndarray] = []
+    for c in range(len(classes)):
+        members = np.flatnonzero(inverse == c)
+        test.append(rng.permutation(members)[: take[c]])
+    test_idx = np.sort(np.concatenate(test))
+    train_idx = np.setdiff1d(np.arange(n), test_idx)  # sorted
+    return train_idx, test_idx
 
 
 # --------------------------------------------------------------------------- file readers

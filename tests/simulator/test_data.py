@@ -443,3 +443,34 @@ def test_config_entries_instantiate(entry: str) -> None:
     dataset = instantiate(cfg)
     assert dataset.name == entry
     dataset.check()
+
+
+def test_stratified_split_keeps_class_shares_and_every_class_on_both_sides() -> None:
+    from simulator.data import stratified_split
+
+    labels = np.repeat(np.arange(10), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])
+    for fraction in (10 / 1797, 0.25, 1 - 10 / 1797):
+        train, test = stratified_split(labels, fraction, np.random.default_rng(0))
+        assert len(test) == int(np.ceil(fraction * len(labels)))
+        assert np.array_equal(np.sort(np.concatenate([train, test])), np.arange(len(labels)))
+        assert np.all(np.diff(train) > 0) and np.all(np.diff(test) > 0)
+        shares = np.bincount(labels[test], minlength=10) / np.bincount(labels)
+        assert shares.min() > 0 and (1 - shares).min() > 0  # every class on both sides
+        assert shares.max() - shares.min() < 2 / 174 + 1e-9  # proportional to within 1 each
+    a = stratified_split(labels, 0.25, np.random.default_rng(1))
+    b = stratified_split(labels, 0.25, np.random.default_rng(1))
+    c = stratified_split(labels, 0.25, np.random.default_rng(2))
+    assert np.array_equal(a[1], b[1]) and not np.array_equal(a[1], c[1])
+
+
+def test_digits_load_without_importing_scikit_learn() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from simulator.data import Digits; d = Digits().load(0); "
+        "assert 'sklearn' not in sys.modules; print(len(d.train), len(d.test))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["1347", "450"]

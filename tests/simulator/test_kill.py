@@ -20,7 +20,7 @@ from simulator.checkpoint import FILENAME
 from simulator.results import ROUND_COLUMNS
 
 METRICS = ("round", "test_accuracy", "test_loss", "train_loss", "clients_trained")
-RUN = ("num_clients=50", "num_rounds=12", "progress=false")
+RUN = ("num_clients=50", "num_rounds=100", "progress=false")
 
 
 def _start(*args: str) -> subprocess.Popen[bytes]:
@@ -56,29 +56,38 @@ def _assert_whole(path: Path) -> None:
 
 @pytest.mark.slow
 def test_twenty_random_kills_end_with_the_uninterrupted_numbers(tmp_path: Path) -> None:
+    """Kill at 20 random moments (SIGKILL, SIGTERM, SIGINT), resuming after each one.
+
+    Should a run finish between kills (a fast machine), its numbers are checked and the
+    next kills go to a fresh run, so the count of kills never depends on the speed.
+    """
     reference = tmp_path / "reference"
     assert _start(*RUN, f"hydra.run.dir={reference}").wait(timeout=300) == 0
-    target = tmp_path / "killed"
     rng = random.Random(20)
     signals = [signal.SIGKILL, signal.SIGTERM, signal.SIGINT]
-    kills = 0
+    kills, runs = 0, 0
+    target = tmp_path / "killed-0"
     while kills < 20:
         process = _start(*RUN, f"hydra.run.dir={target}")
         try:
-            process.wait(timeout=rng.uniform(1.0, 6.0))
+            process.wait(timeout=rng.uniform(0.5, 6.0))
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signals[kills % 3])
             process.wait(timeout=120)
             kills += 1
             _assert_whole(target)
-            assert not (target / "summary.json").exists() or process.returncode == 0
-            continue
-        assert process.returncode == 0
-        break  # finished between kills: the run is complete
+            if not (target / "summary.json").exists():
+                continue
+            # Killed after the summary was written (while exiting): the run is complete.
+        else:
+            assert process.returncode == 0
+        _assert_whole(target)
+        assert _metrics(target) == _metrics(reference)
+        runs += 1
+        target = tmp_path / f"killed-{runs}"
     if not (target / "summary.json").exists():
         assert _start(*RUN, f"hydra.run.dir={target}").wait(timeout=300) == 0
     _assert_whole(target)
-    assert kills >= 10
     assert _metrics(target) == _metrics(reference)
     assert not list(target.glob(".*.tmp")), "no temporary file survives a finished run"
 
@@ -86,7 +95,7 @@ def test_twenty_random_kills_end_with_the_uninterrupted_numbers(tmp_path: Path) 
 @pytest.mark.slow
 def test_killed_parallel_sweep_restarts_and_every_point_ends_once(tmp_path: Path) -> None:
     sweep = ["-m", "hydra/launcher=local", "strategy=fedavg,median", "malicious_fraction=0,0.2",
-             "attack=sign_flip", "num_clients=30", "num_rounds=8", "progress=false"]  # fmt: skip
+             "attack=sign_flip", "num_clients=30", "num_rounds=40", "progress=false"]  # fmt: skip
     reference = tmp_path / "reference"
     assert _start(*sweep, f"hydra.sweep.dir={reference}").wait(timeout=600) == 0
     target = tmp_path / "killed"
