@@ -93,6 +93,23 @@ def parse_train_config(config: ConfigRecord) -> TrainConfig:
     )
 
 
+_LAST_GLOBAL: list[tuple[ArrayRecord, dict[str, torch.Tensor]]] = []
+
+
+def global_weights(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
+    """The weights a train message carries, decoded once per round and process.
+
+    The messages of a round share one ArrayRecord (in a worker too: pickle keeps the
+    sharing within a chunk), so the last one decoded is kept, with the record itself,
+    which keeps its identity from being reused. Callers must not modify the tensors.
+    """
+    if _LAST_GLOBAL and _LAST_GLOBAL[0][0] is arrays:
+        return _LAST_GLOBAL[0][1]
+    state = arrays.to_torch_state_dict()
+    _LAST_GLOBAL[:] = [(arrays, state)]
+    return state
+
+
 @functools.lru_cache(maxsize=4)
 def _poisoning(poison_key: str) -> Any:
     return instantiate(OmegaConf.create(json.loads(poison_key)))
@@ -208,7 +225,7 @@ class OleanderClientApp(ClientApp):
             if not supports_cohort(model) or not (force or cohort_pays_off(model, spec.device)):
                 return {}
             arrays, config = _payload(batch[positions[0]][0])
-            model.load_state_dict(arrays.to_torch_state_dict())
+            model.load_state_dict(global_weights(arrays))
             server_round = int(config["server-round"])  # type: ignore[arg-type]
             clients = [client_id_of(batch[p][1]) for p in positions]
             indices = [torch.from_numpy(federation.partitions[c]) for c in clients]
@@ -256,7 +273,7 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> Oleander
             raise InjectedFailure(f"client {client} failed on purpose in round {server_round}")
         federation, model = app._setup()
         data = federation.client_data(client)
-        sent = arrays.to_torch_state_dict()
+        sent = global_weights(arrays)
         model.load_state_dict(sent)
         generator = torch_generator(spec.seed, TRAIN_STREAM, server_round, client)
         x, y, poison = data.x, data.y, None

@@ -49,7 +49,7 @@ def to_array(value: torch.Tensor | np.ndarray) -> Array:
         dtype=str(array.dtype),
         shape=tuple(int(s) for s in array.shape),
         stype=NUMPY_STYPE,
-        data=header + array.tobytes(),
+        data=b"".join((header, array.data)),  # one copy of the values
     )
 
 

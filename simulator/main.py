@@ -180,6 +180,10 @@ def simulate(
     stop = StopRequest()
     plan.stop = stop
     engine = instantiate(cfg.engine)
+    # The inline engine's workers wait while the server evaluates: it may use their cores.
+    # (Evaluation with more threads can differ from one thread in the last float bits.)
+    workers = int(getattr(engine, "workers", 0) or 0)
+    plan.eval_threads = max(cfg.torch_threads, workers) if workers else None
     log.info(
         "%s: %d clients (%d per round), %d rounds, %s on %s, engine %s -> %s",
         data.name,

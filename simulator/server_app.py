@@ -113,6 +113,9 @@ class ServerPlan:
     stop: StopRequest | None = None
     eval_batch_size: int = 1024
     round_timeout: float = 3600.0
+    # Threads for server evaluation (None: the process's). Worker processes wait while the
+    # server evaluates, so with N workers it may use N threads without oversubscribing.
+    eval_threads: int | None = None
 
 
 @dataclass
@@ -198,13 +201,19 @@ def run_server(grid: Grid, plan: ServerPlan) -> Any:
             return None  # the resumed model was evaluated when it was saved
         server_round += done
         model.load_state_dict(arrays.to_torch_state_dict())
-        metrics = evaluate(
-            model, plan.test.x, plan.test.y, batch_size=plan.eval_batch_size, device=plan.device
-        )
+        threads = torch.get_num_threads()
+        torch.set_num_threads(plan.eval_threads or threads)
+        try:
+            metrics = evaluate(
+                model, plan.test.x, plan.test.y, plan.eval_batch_size, device=plan.device
+            )
+            asr = None
+            if plan.success is not None and len(plan.success[0]):
+                asr = attack_success_rate(model, *plan.success, plan.eval_batch_size, plan.device)
+        finally:
+            torch.set_num_threads(threads)
         record = MetricRecord({"accuracy": metrics["accuracy"], "loss": metrics["loss"]})
-        asr = None
-        if plan.success is not None and len(plan.success[0]):
-            asr = attack_success_rate(model, *plan.success, plan.eval_batch_size, plan.device)
+        if asr is not None:
             record["attack_success_rate"] = asr
         plan.on_evaluated(server_round, float(metrics["accuracy"]), float(metrics["loss"]), asr)
         stopping = plan.stop is not None and plan.stop.requested

@@ -65,8 +65,12 @@ class ArrayLayout:
     def size(self) -> int:
         return int(sum(int(np.prod(s)) for s in self.shapes))
 
-    def flatten(self, record: ArrayRecord) -> torch.Tensor:
-        """One float32 vector of every array in layout order; ``ValueError`` if mis-shaped."""
+    def flatten(self, record: ArrayRecord, out: np.ndarray | None = None) -> torch.Tensor:
+        """One float32 vector of every array in layout order; ``ValueError`` if mis-shaped.
+
+        ``out``: a float32 array of shape ``(d,)`` to write into (a row of the round's
+        update matrix) instead of a new one.
+        """
         if set(record.keys()) != set(self.keys):
             missing = sorted(set(self.keys) - set(record.keys()))
             extra = sorted(set(record.keys()) - set(self.keys))
@@ -82,9 +86,12 @@ class ArrayLayout:
             parts.append(array.reshape(-1))
         if not parts:
             return torch.zeros(0)
-        # One copy, into a new float32 vector: the parts may be read-only views of the bytes.
+        # One copy, into float32: the parts may be read-only views of the message's bytes.
         try:
-            flat = np.concatenate(parts, dtype=np.float32, casting="unsafe")
+            if out is None:
+                flat = np.concatenate(parts, dtype=np.float32, casting="unsafe")
+            else:
+                flat = np.concatenate(parts, out=out, casting="unsafe")
         except (TypeError, ValueError) as error:  # e.g. an array of strings
             raise ValueError(f"arrays cannot be read as numbers: {error}") from None
         return torch.from_numpy(flat)  # shape: (d,)
@@ -271,7 +278,10 @@ class RobustStrategy(FedAvg):
             raise RuntimeError("aggregate_train called before configure_train")
         report = RoundReport(server_round=server_round, sampled=list(self._sampled))
         layout = ArrayLayout.of(self._global)
-        rows: dict[int, tuple[torch.Tensor, int, float]] = {}
+        replies = list(replies)
+        # Every reply is read straight into its row of one matrix: no per-reply vectors.
+        buffer = np.empty((len(replies), layout.size), dtype=np.float32)
+        rows: dict[int, tuple[int, int, float]] = {}  # client -> (row of buffer, count, loss)
         sampled = set(self._sampled)
         for message in replies:
             client = self.node_to_client.get(message.metadata.src_node_id)
@@ -283,8 +293,9 @@ class RobustStrategy(FedAvg):
             if message.has_error():
                 report.failures[client] = message.error.reason
                 continue
+            slot = len(rows)
             try:
-                rows[client] = self._parse_reply(message.content, layout)
+                rows[client] = (slot, *self._parse_reply(message.content, layout, buffer[slot]))
             except ValueError as err:
                 report.rejected[client] = str(err)
 
@@ -292,8 +303,11 @@ class RobustStrategy(FedAvg):
         if rows:
             global_vector = layout.flatten(self._global).to(self.device)
             order = sorted(rows)  # results never depend on reply order
-            # shape: (n, d)
-            updates = torch.stack([rows[c][0] for c in order]).to(self.device) - global_vector
+            slots = [rows[c][0] for c in order]
+            # shape: (n, d); replies usually arrive in client order: then no gather is needed
+            matrix = buffer[: len(slots)] if slots == list(range(len(slots))) else buffer[slots]
+            updates = torch.from_numpy(matrix).to(self.device)
+            updates -= global_vector
             updates, order = self._drop_non_finite(updates, order, report)
             if order and self.adversary is not None:
                 updates, order = self._attack(updates, order, report)
@@ -317,7 +331,9 @@ class RobustStrategy(FedAvg):
         updates: torch.Tensor, order: list[int], report: RoundReport
     ) -> tuple[torch.Tensor, list[int]]:
         """Rows with NaN or infinity are rejected (recorded with the reason), never aggregated."""
-        finite = torch.isfinite(updates).all(dim=1).tolist()
+        # A float64 row sum of float32 values cannot overflow, and NaN or infinity in a row
+        # makes its sum non-finite: one pass, no (n, d) mask.
+        finite = torch.isfinite(updates.sum(dim=1, dtype=torch.float64)).tolist()
         for client, ok in zip(order, finite, strict=True):
             if not ok:
                 report.rejected[client] = "update has non-finite values"
@@ -382,8 +398,11 @@ class RobustStrategy(FedAvg):
         return layout.unflatten(global_vector + self.server_lr * result.update)
 
     @staticmethod
-    def _parse_reply(content: RecordDict, layout: ArrayLayout) -> tuple[torch.Tensor, int, float]:
-        """(flat weights, example count, training loss) of one reply, or ``ValueError``.
+    def _parse_reply(
+        content: RecordDict, layout: ArrayLayout, out: np.ndarray
+    ) -> tuple[int, float]:
+        """(example count, training loss) of one reply, its flat weights written to ``out``;
+        or ``ValueError``.
 
         Everything in a reply is client-controlled: anything malformed is a rejection
         with a reason, never an exception that escapes the round.
@@ -394,7 +413,7 @@ class RobustStrategy(FedAvg):
         metric_records = records_of(content, MetricRecord)
         if len(metric_records) != 1:
             raise ValueError(f"expected 1 MetricRecord, got {len(metric_records)}")
-        vector = layout.flatten(arrays[0])
+        layout.flatten(arrays[0], out=out)
         metrics = metric_records[0]
         count = metrics.get(NUM_EXAMPLES_KEY)
         if not _is_real(count) or not 1 <= count <= MAX_EXAMPLES or count != int(count):  # type: ignore[operator]
@@ -402,7 +421,7 @@ class RobustStrategy(FedAvg):
         loss = metrics.get(TRAIN_LOSS_KEY, float("nan"))
         if not _is_real(loss, allow_nan=True):
             raise ValueError(f"{TRAIN_LOSS_KEY}={loss!r} is not a number")
-        return vector, int(count), float(loss)  # type: ignore[arg-type]
+        return int(count), float(loss)  # type: ignore[arg-type]
 
 
 def _is_real(value: object, allow_nan: bool = False) -> bool:

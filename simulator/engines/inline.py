@@ -37,6 +37,11 @@ NUM_PARTITIONS_KEY = "num-partitions"
 SERVER_NODE_ID = 1  # flwr.common.constant.SUPERLINK_NODE_ID
 SERVER_TASK_ID = 1
 MAX_POOL_RESTARTS = 3
+# Workers are forked where the platform allows it: a forked worker starts at once, with
+# the modules and the loaded data set of this process (copy on write), where a spawned
+# one spends seconds importing torch and Flower and loading the data again. Workers
+# run one torch thread and never start a parallel region inherited from here.
+START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def set_task_identity(run_id: int) -> None:
@@ -166,7 +171,7 @@ class InlineGrid(Grid):
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=multiprocessing.get_context(START_METHOD),
             initializer=_worker_init,
             initargs=(self._factory, self.worker_threads, self.cohort),
         )
