@@ -10,7 +10,8 @@ Every configuration is a real ``oleander`` process (``python -m simulator``), so
 include imports, composing the config and loading the data, as a user sees them; the
 simulation time (summary.json's ``wall_seconds``) and the time to the first round are
 reported beside the process wall time. Repetitions alternate between configurations, and
-the table gives medians. Workloads:
+the table gives medians (every other repetition runs them in reverse order, with a pause
+after each run). Workloads:
 
 - digits MLP, 50 clients x 10 rounds (2 local epochs at batch 16, every client every
   round): inline (clients trained as one cohort), inline training one client at a time
@@ -50,6 +51,7 @@ SECTION_TITLE = "Engines"
 GOAL_DIGITS_SPEEDUP = 5.0  # inline at least 5x faster than ray on digits
 GOAL_WORKERS_SPEEDUP = 1.6  # engine.workers=2 vs one process on the MNIST CNN
 GOAL_STARTUP_S = 5.0  # from `oleander` to the first round, inline
+SETTLE_S = 3.0  # pause after each run: what it started (Ray's daemons) winds down
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,13 @@ def workloads(mnist: Path | None, quick: bool) -> list[Config]:
 def measure(configs: Sequence[Config], repeat: int, workdir: Path) -> dict[Config, list[Run]]:
     runs: dict[Config, list[Run]] = {c: [] for c in configs}
     for rep in range(repeat):
-        for i, config in enumerate(configs):
+        # Every other repetition runs the configurations in reverse order, so none always
+        # follows a Ray run (whose processes take a few seconds to go) or a cold start.
+        order = list(enumerate(configs))
+        for i, config in order if rep % 2 == 0 else reversed(order):
             print(f"[{rep + 1}/{repeat}] {config.workload}: {config.label}", flush=True)
             runs[config].append(run_oleander(config.overrides, workdir, f"r{rep}-c{i}"))
+            time.sleep(SETTLE_S)
     return runs
 
 

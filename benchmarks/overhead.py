@@ -196,11 +196,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--workload", choices=sorted(DESCRIPTIONS), default="mnist_cnn")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default per workload)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="engine.workers (default 0); with workers, client training happens in them and "
+        "counts under messages (the parent's wait)",
+    )
     parser.add_argument("--write", action="store_true", help=f"replace '## {SECTION_TITLE}'")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="BENCHMARKS.md path")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat={args.repeat}: must be >= 1")
+    if args.workers < 0:
+        parser.error(f"--workers={args.workers}: must be >= 0")
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds={args.rounds}: must be >= 1")
     return args
@@ -209,7 +218,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    overrides = workload(args.workload, args.rounds)
+    overrides = [*workload(args.workload, args.rounds), f"engine.workers={args.workers}"]
     command = command_line("benchmarks.overhead", argv)
     machine = machine_line()
     print(f"$ {command}\nmachine: {machine}", flush=True)

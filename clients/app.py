@@ -93,23 +93,6 @@ def parse_train_config(config: ConfigRecord) -> TrainConfig:
     )
 
 
-_LAST_GLOBAL: list[tuple[ArrayRecord, dict[str, torch.Tensor]]] = []
-
-
-def global_weights(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
-    """The weights a train message carries, decoded once per round and process.
-
-    The messages of a round share one ArrayRecord (in a worker too: pickle keeps the
-    sharing within a chunk), so the last one decoded is kept, with the record itself,
-    which keeps its identity from being reused. Callers must not modify the tensors.
-    """
-    if _LAST_GLOBAL and _LAST_GLOBAL[0][0] is arrays:
-        return _LAST_GLOBAL[0][1]
-    state = arrays.to_torch_state_dict()
-    _LAST_GLOBAL[:] = [(arrays, state)]
-    return state
-
-
 @functools.lru_cache(maxsize=4)
 def _poisoning(poison_key: str) -> Any:
     return instantiate(OmegaConf.create(json.loads(poison_key)))
@@ -168,10 +151,26 @@ class OleanderClientApp(ClientApp):
         super().__init__(mods=mods)
         self.spec = spec
         self.batchable = not mods
+        # torch threads per task; an engine's worker process pins its own (one each).
+        self.threads = spec.torch_threads
+        self._last_global: tuple[ArrayRecord, dict[str, torch.Tensor]] | None = None
+
+    def global_weights(self, arrays: ArrayRecord) -> dict[str, torch.Tensor]:
+        """The weights a train message carries, decoded once per round.
+
+        The messages of a round share one ArrayRecord (in a worker too: pickle keeps the
+        sharing within a chunk), so the last one decoded is kept, with the record itself,
+        which keeps its identity from being reused. Callers must not modify the tensors.
+        """
+        if self._last_global is not None and self._last_global[0] is arrays:
+            return self._last_global[1]
+        state = arrays.to_torch_state_dict()
+        self._last_global = (arrays, state)
+        return state
 
     def _setup(self) -> tuple[Federation, nn.Module]:
         spec = self.spec
-        torch.set_num_threads(spec.torch_threads)
+        torch.set_num_threads(self.threads)
         federation = load_federation(spec.federation)
         model = _model(
             json.dumps(spec.model, sort_keys=True),
@@ -191,7 +190,7 @@ class OleanderClientApp(ClientApp):
         """
         if not self.batchable:
             return {}
-        groups: dict[int, list[int]] = {}
+        groups: dict[tuple[int, int], list[int]] = {}  # (content object, round) -> positions
         rounds: dict[int, int | None] = {}  # content object -> its round (None: malformed)
         for position, (message, context) in enumerate(batch):
             if message.metadata.message_type != MessageType.TRAIN:
@@ -209,24 +208,33 @@ class OleanderClientApp(ClientApp):
                 continue
             if client in self.spec.malicious and self.spec.poison is not None:
                 continue  # a poisoning client keeps its own code path
-            groups.setdefault(key, []).append(position)
+            groups.setdefault((key, server_round), []).append(position)
         replies: dict[int, Message] = {}
-        for positions in groups.values():
+        for (_, server_round), positions in groups.items():
             if len(positions) > 1:
-                replies.update(self._train_group(batch, positions, force))
+                replies.update(self._train_group(batch, positions, server_round, force))
         return replies
 
     def _train_group(
-        self, batch: Sequence[tuple[Message, Context]], positions: list[int], force: bool
+        self,
+        batch: Sequence[tuple[Message, Context]],
+        positions: list[int],
+        server_round: int,
+        force: bool,
     ) -> dict[int, Message]:
         spec = self.spec
         try:
             federation, model = self._setup()
             if not supports_cohort(model) or not (force or cohort_pays_off(model, spec.device)):
                 return {}
+            # A client without examples is left to the handler, which reports it.
+            positions = [
+                p for p in positions if len(federation.partitions[client_id_of(batch[p][1])]) > 0
+            ]
+            if len(positions) < 2:
+                return {}
             arrays, config = _payload(batch[positions[0]][0])
-            model.load_state_dict(global_weights(arrays))
-            server_round = int(config["server-round"])  # type: ignore[arg-type]
+            model.load_state_dict(self.global_weights(arrays))
             clients = [client_id_of(batch[p][1]) for p in positions]
             indices = [torch.from_numpy(federation.partitions[c]) for c in clients]
             result = train_cohort(
@@ -238,18 +246,18 @@ class OleanderClientApp(ClientApp):
                 [torch_generator(spec.seed, TRAIN_STREAM, server_round, c) for c in clients],
                 spec.device,
             )
+            return {
+                p: _train_reply(
+                    batch[p][0],
+                    {k: v.cpu() for k, v in result.state_of(i).items()},
+                    len(indices[i]),
+                    result.train_losses[i],
+                )
+                for i, p in enumerate(positions)
+            }
         except Exception:  # the ordinary handlers run these messages and report any error
-            log.debug("cohort training failed; training one client at a time", exc_info=True)
+            log.warning("cohort training failed; training one client at a time", exc_info=True)
             return {}
-        return {
-            p: _train_reply(
-                batch[p][0],
-                {k: v.cpu() for k, v in result.state_of(i).items()},
-                len(indices[i]),
-                result.train_losses[i],
-            )
-            for i, p in enumerate(positions)
-        }
 
 
 def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> OleanderClientApp:
@@ -273,7 +281,7 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> Oleander
             raise InjectedFailure(f"client {client} failed on purpose in round {server_round}")
         federation, model = app._setup()
         data = federation.client_data(client)
-        sent = global_weights(arrays)
+        sent = app.global_weights(arrays)
         model.load_state_dict(sent)
         generator = torch_generator(spec.seed, TRAIN_STREAM, server_round, client)
         x, y, poison = data.x, data.y, None

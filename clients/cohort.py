@@ -44,6 +44,10 @@ def supports_cohort(model: nn.Module) -> bool:
     """Whether ``train_cohort`` reproduces ``train`` for this model (stateless forward)."""
     if any(True for _ in model.buffers()):
         return False
+    if not all(p.requires_grad for p in model.parameters()):
+        return False  # SGD would leave frozen parameters alone; this path trains them
+    if len(dict(model.named_parameters())) != len(model.state_dict()):
+        return False  # tied (shared) parameters: replies must carry every alias
     return not any(isinstance(m, _MODE_DEPENDENT) for m in model.modules())
 
 
@@ -105,8 +109,11 @@ def _plan(
     for c, batches in enumerate(plans):
         active[c, : len(batches)] = 1.0
         for s, batch in enumerate(batches):
+            index[c, s] = batch[0]  # padding repeats one of the client's own examples
             index[c, s, : len(batch)] = batch
             weight[c, s, : len(batch)] = 1.0
+        if len(batches) < steps:
+            index[c, len(batches) :] = batches[0][0]
     return _Plan(index, weight, active, [len(p) for p in plans])
 
 
@@ -155,7 +162,8 @@ def train_cohort(
     ) -> torch.Tensor:
         losses = F.cross_entropy(functional_call(model, params, (xb,)), yb, reduction="none")
         # Mean over the real examples; a padded step (all weights 0) has zero gradient.
-        return (losses * wb).sum() / wb.sum().clamp_min(1.0)
+        # where(), not a product: a padded example's loss never reaches the sum.
+        return torch.where(wb > 0, losses, 0.0).sum() / wb.sum().clamp_min(1.0)
 
     client_losses = vmap(batch_loss)
     params = {

@@ -26,9 +26,10 @@ class _Deferred(types.ModuleType):
     """A subpackage not imported yet: reading a public attribute imports the real one."""
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") and name.endswith("__"):
+        if name.startswith("__") and name.endswith("__") and name != "__path__":
             # Probes for special names (torch's import walks sys.modules with hasattr)
-            # must not import the plotting stack.
+            # must not import the plotting stack; ``__path__`` is asked for by an import
+            # of one of its submodules, which needs the real package.
             raise AttributeError(name)
         if sys.modules.get(self.__name__) is self:
             del sys.modules[self.__name__]

@@ -201,6 +201,7 @@ def simulate(
             functools.partial(make_client_app, client_spec, mods=list(client_mods)),
             cfg.num_clients,
             verbose=cfg.verbose,
+            device=cfg.device,
         )
     summary = recorder.summary(
         {

@@ -331,9 +331,11 @@ class RobustStrategy(FedAvg):
         updates: torch.Tensor, order: list[int], report: RoundReport
     ) -> tuple[torch.Tensor, list[int]]:
         """Rows with NaN or infinity are rejected (recorded with the reason), never aggregated."""
-        # A float64 row sum of float32 values cannot overflow, and NaN or infinity in a row
-        # makes its sum non-finite: one pass, no (n, d) mask.
-        finite = torch.isfinite(updates.sum(dim=1, dtype=torch.float64)).tolist()
+        # A row's max and min propagate NaN and are infinite if any value is: no (n, d)
+        # temporary (a bool mask, or a float64 copy for an overflow-free sum).
+        finite = (
+            torch.isfinite(updates.amax(dim=1)) & torch.isfinite(updates.amin(dim=1))
+        ).tolist()
         for client, ok in zip(order, finite, strict=True):
             if not ok:
                 report.rejected[client] = "update has non-finite values"

@@ -21,10 +21,12 @@ class Engine(Protocol):
         num_clients: int,
         *,
         verbose: bool = False,
+        device: str = "cpu",
     ) -> None:
         """Run ``server_app`` to completion with ``num_clients`` nodes.
 
         ``client_app_factory`` is picklable and builds the ClientApp, so engines that
-        run clients in other processes can rebuild it there.
+        run clients in other processes can rebuild it there. ``device`` is where the
+        clients train (an engine that starts processes may need to know).
         """
         ...

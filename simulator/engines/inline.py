@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import sys
 import traceback
 import uuid
 from collections.abc import Callable, Iterable
@@ -37,11 +38,17 @@ NUM_PARTITIONS_KEY = "num-partitions"
 SERVER_NODE_ID = 1  # flwr.common.constant.SUPERLINK_NODE_ID
 SERVER_TASK_ID = 1
 MAX_POOL_RESTARTS = 3
-# Workers are forked where the platform allows it: a forked worker starts at once, with
-# the modules and the loaded data set of this process (copy on write), where a spawned
-# one spends seconds importing torch and Flower and loading the data again. Workers
-# run one torch thread and never start a parallel region inherited from here.
-START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+# Workers are forked where the platform allows it and clients train on the CPU: a forked
+# worker starts at once, with the modules and the loaded data set of this process (copy
+# on write), where a spawned one spends seconds importing torch and Flower and loading
+# the data again. Workers run one torch thread, so they never enter an OpenMP parallel
+# region inherited from here. CUDA cannot be used in a forked child: spawn then.
+CAN_FORK = "fork" in multiprocessing.get_all_start_methods()
+
+
+def start_method(device: str) -> str:
+    """How worker processes start for clients on ``device``."""
+    return "fork" if CAN_FORK and device == "cpu" else "spawn"
 
 
 def set_task_identity(run_id: int) -> None:
@@ -104,7 +111,10 @@ def _serve(app: ClientApp, batch: list[tuple[Message, Context]], cohort: str) ->
     train_many = getattr(app, "train_many", None)
     batched: dict[int, Message] = {}
     if cohort != "never" and train_many is not None:
-        batched = train_many(batch, force=cohort == "always")
+        try:
+            batched = train_many(batch, force=cohort == "always")
+        except Exception:  # every message then goes to its handler, which reports errors
+            log.warning("batched training failed; one message at a time", exc_info=True)
     return [
         _stamp(batched[i]) if i in batched else _handle(app, message, context)
         for i, (message, context) in enumerate(batch)
@@ -120,11 +130,18 @@ _WORKER_COHORT = "auto"
 
 def _worker_init(factory: Callable[[], ClientApp], threads: int, cohort: str) -> None:
     global _WORKER_APP, _WORKER_COHORT
-    # Ctrl-C reaches the whole process group; the parent decides when to stop.
+    # Ctrl-C and kill reach the whole process group; the parent decides when to stop (a
+    # forked worker would otherwise run the parent's stop-after-this-round handler).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A forked worker must not write through the parent's progress display (its lock
+    # may have been held at the fork).
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     torch.set_num_threads(threads)
     logging.getLogger("flwr").setLevel(logging.ERROR)
     _WORKER_APP = factory()
+    if hasattr(_WORKER_APP, "threads"):
+        _WORKER_APP.threads = threads  # one thread per worker, whatever the spec says
     _WORKER_COHORT = cohort
 
 
@@ -144,6 +161,7 @@ class InlineGrid(Grid):
         workers: int = 0,
         worker_threads: int = 1,
         cohort: str = "auto",
+        device: str = "cpu",
     ) -> None:
         self._run = Run.create_empty(run_id=run_id)
         self._factory = client_app_factory
@@ -164,6 +182,7 @@ class InlineGrid(Grid):
         self.workers = workers
         self.worker_threads = worker_threads
         self.cohort = cohort
+        self.device = device
         self.replaced_workers = 0
         if workers > 0:
             self._pool = self._new_pool()
@@ -171,7 +190,7 @@ class InlineGrid(Grid):
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=multiprocessing.get_context(START_METHOD),
+            mp_context=multiprocessing.get_context(start_method(self.device)),
             initializer=_worker_init,
             initargs=(self._factory, self.worker_threads, self.cohort),
         )
@@ -279,11 +298,17 @@ class InlineEngine:
         num_clients: int,
         *,
         verbose: bool = False,
+        device: str = "cpu",
     ) -> None:
         run_id = 1
         set_task_identity(run_id)
         grid = InlineGrid(
-            client_app_factory, num_clients, run_id=run_id, workers=self.workers, cohort=self.cohort
+            client_app_factory,
+            num_clients,
+            run_id=run_id,
+            workers=self.workers,
+            cohort=self.cohort,
+            device=device,
         )
         context = Context(
             run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config={}

@@ -70,7 +70,9 @@ class RayEngine:
         num_clients: int,
         *,
         verbose: bool = False,
+        device: str = "cpu",
     ) -> None:
+        del device  # Ray starts its own processes; client resources say where they run
         import ray
         from flwr.simulation import run_simulation
 

@@ -98,6 +98,30 @@ def test_models_with_state_or_mode_are_refused() -> None:
         train_cohort(with_norm, x, y, empty, RECIPES["epochs"], [torch.Generator()] * 2)
 
 
+def test_frozen_or_tied_parameters_are_refused() -> None:
+    frozen = MLP(input_shape=(1, 8, 8), num_classes=10)
+    next(frozen.parameters()).requires_grad_(False)
+    assert not supports_cohort(frozen)
+    tied = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.Linear(64, 64))
+    tied[2].weight = tied[1].weight
+    assert not supports_cohort(tied)
+
+
+def test_a_padded_example_never_reaches_the_loss() -> None:
+    """Client 1's only batch is padded to client 0's width with one of its own examples;
+    a huge input elsewhere in the pool must not turn its update into NaN."""
+    model = LogisticRegression(input_shape=(1, 8, 8), num_classes=10)
+    x, y, *_ = _pool((1, 8, 8), [8, 3])
+    indices = [torch.arange(8), torch.arange(8, 11)]  # row 0, the old padding, is client 0's
+    x[indices[0]] = float("inf")  # client 0's loss is NaN; client 1's must not be
+    config = TrainConfig(lr=0.1, batch_size=8, local_steps=1)
+    result = train_cohort(model, x, y, indices, config, [torch_generator(0, c) for c in (0, 1)])
+    assert all(torch.isfinite(v).all() for v in result.state_of(1).values())
+    expected = _sequential(model, x, y, indices, config)[1][0]
+    for name, value in expected.items():
+        torch.testing.assert_close(result.state_of(1)[name], value, rtol=1e-4, atol=1e-5)
+
+
 def test_convolutions_train_one_client_at_a_time_on_cpu() -> None:
     assert not cohort_pays_off(FLTrustCNN(input_shape=(1, 28, 28), num_classes=10), "cpu")
     assert cohort_pays_off(MLP(input_shape=(1, 8, 8), num_classes=10), "cpu")

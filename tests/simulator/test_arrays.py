@@ -95,6 +95,7 @@ train_cohort(MLP(input_shape=(1, 8, 8), num_classes=10), x, y,
 heavy = [m for m in ("seaborn", "matplotlib", "scipy.stats", "torch._dynamo") if m in sys.modules]
 assert not heavy, heavy
 import flwr_datasets
+import flwr_datasets.visualization.bar_plot  # a submodule imports through the stand-in
 from flwr_datasets.visualization import plot_label_distributions
 assert callable(plot_label_distributions)
 assert callable(flwr_datasets.visualization.plot_comparison_label_distribution)

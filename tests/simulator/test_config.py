@@ -99,6 +99,7 @@ def test_every_attack_entry_composes(entry: str) -> None:
         (["num_client=5"], "num_client=5: no such key; did you mean num_clients?"),
         (["strategy.server_lr=0"], "strategy.server_lr=0.0: must be a number > 0"),
         (["engine.workers=-2"], "engine.workers=-2: must be an integer in [0, 1024]"),
+        (["engine.cohort=yes"], "engine.cohort=yes: must be one of auto, always, never"),
         (["engine=ray", "engine.num_cpus=0"], "engine.num_cpus=0.0: must be a finite number > 0"),
         (["partition=dirichlet", "partition.alpha=0"], "partition.alpha=0.0"),
         (["partition=bias", "partition.bias=1.5"], "partition.bias=1.5"),

@@ -116,9 +116,13 @@ def test_cohort_training_matches_one_client_at_a_time(
     sequential_run: tuple[list[dict[str, str]], dict],
 ) -> None:
     """The MLP's clients train as one cohort by default; the numbers agree to rounding."""
-    cohort, sequential = _metrics(inline_run[0]), _metrics(sequential_run[0])
-    assert [row[0] for row in cohort] == [row[0] for row in sequential]
-    for a, b in zip(cohort, sequential, strict=True):
+    _assert_close(_metrics(inline_run[0]), _metrics(sequential_run[0]))
+
+
+def _assert_close(first: list[tuple[str, ...]], second: list[tuple[str, ...]]) -> None:
+    """Same rounds, accuracies and client counts; losses equal to a relative 1e-5."""
+    assert [row[0] for row in first] == [row[0] for row in second]
+    for a, b in zip(first, second, strict=True):
         assert a[1] == b[1]  # the same predictions on every test image
         assert a[4] == b[4]
         for x, y in zip(a[2:4], b[2:4], strict=True):
@@ -156,8 +160,10 @@ def test_another_seed_gives_other_metrics(
 def test_inline_workers_match_in_process_clients(
     tmp_path: Path, inline_run: tuple[list[dict[str, str]], dict]
 ) -> None:
+    """Workers train the same cohorts in halves, and the server evaluates with their
+    threads: the same numbers to floating-point rounding."""
     rows, _ = _run(tmp_path, "workers", *E2E, "engine.workers=2")
-    assert _metrics(rows) == _metrics(inline_run[0])
+    _assert_close(_metrics(rows), _metrics(inline_run[0]))
 
 
 def test_client_sampling_trains_the_configured_number(tmp_path: Path) -> None:
@@ -236,3 +242,40 @@ def test_workers_receive_the_global_model_once_per_chunk() -> None:
     chunk = [Message(content, 10 + i, MessageType.TRAIN) for i in range(50)]
     assert one > 400_000
     assert len(pickle.dumps(chunk)) < one + 50 * 2_000  # metadata only per extra client
+
+
+def test_workers_fork_on_cpu_and_spawn_for_cuda() -> None:
+    """CUDA cannot run in a forked child; CPU workers fork to start at once."""
+    from simulator.engines.inline import CAN_FORK, start_method
+
+    assert start_method("cuda") == "spawn"
+    assert start_method("cuda:1") == "spawn"
+    assert start_method("cpu") == ("fork" if CAN_FORK else "spawn")
+
+
+class _BrokenBatcher(ClientApp):
+    """A ClientApp whose batched path raises: every message must still get its reply."""
+
+    def train_many(self, batch: list, force: bool = False) -> dict:
+        raise RuntimeError("batched path broke")
+
+
+def test_a_failing_batched_path_falls_back_to_the_handlers() -> None:
+    from simulator.engines.inline import _serve
+
+    set_task_identity(1)
+    app = _BrokenBatcher()
+
+    @app.query()
+    def query(message: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        return Message(RecordDict({"identity": ConfigRecord({"client-id": pid})}), reply_to=message)
+
+    contexts = [
+        Context(run_id=1, node_id=10 + i, node_config={"partition-id": i}, state=RecordDict(),
+                run_config={})
+        for i in range(3)
+    ]  # fmt: skip
+    batch = [(Message(RecordDict(), 10 + i, MessageType.QUERY), contexts[i]) for i in range(3)]
+    replies = _serve(app, batch, "auto")
+    assert [r.content["identity"]["client-id"] for r in replies] == [0, 1, 2]

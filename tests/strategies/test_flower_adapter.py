@@ -380,6 +380,21 @@ def test_nan_reply_is_rejected_and_the_rest_aggregate() -> None:
     assert len(report.weights or []) == 3
 
 
+def test_infinities_are_rejected_and_huge_finite_values_are_not() -> None:
+    """+inf and -inf in one row (their sum is NaN, their mean too) are rejected; a row
+    near float32's largest value is finite and reaches the rule (whose sum would overflow)."""
+    observer = Observer()
+    rnd = Round(make_strategy(observer=observer))
+    both = {k: v.copy() for k, v in rnd.client_arrays[1].items()}
+    both["2.weight"][0, 0], both["2.weight"][0, 1] = np.inf, -np.inf
+    huge = {k: np.full_like(v, 3.0e38) for k, v in rnd.client_arrays[2].items()}
+    replies = [rnd.reply(0), rnd.reply(1, arrays=both), rnd.reply(2, arrays=huge), rnd.reply(3)]
+    rnd.strategy.aggregate_train(1, replies)
+    (report,) = observer.reports
+    assert set(report.rejected) == {1}
+    assert report.client_ids == [0, 2, 3]
+
+
 def test_misshaped_reply_is_rejected_with_a_reason() -> None:
     observer = Observer()
     rnd = Round(make_strategy(observer=observer))
