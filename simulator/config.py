@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -366,8 +367,35 @@ def _check_known_keys(node: DictConfig, prefix: str = "") -> None:
             _check_known_keys(child, f"{prefix}{key}.")
 
 
+_VALIDATED: set[str] = set()  # configs this process has found valid (see validate)
+
+
+def _validated_key(cfg: DictConfig) -> str | None:
+    """The config without Hydra's own node, as text; None if it does not resolve."""
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # validate reports it
+        return None
+    if isinstance(container, dict):
+        container.pop("hydra", None)
+    return json.dumps(container, sort_keys=True, default=repr)
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` for the first value that breaks a constraint; cheap, no data."""
+    """Raise ``ConfigError`` for the first value that breaks a constraint; cheap, no data.
+
+    A config this process already found valid (the entry point checks it before Hydra
+    composes it again for the run) is not checked twice.
+    """
+    key = _validated_key(cfg)
+    if key is not None and key in _VALIDATED:
+        return
+    _check(cfg)
+    if key is not None:
+        _VALIDATED.add(key)
+
+
+def _check(cfg: DictConfig) -> None:
     _check_known_keys(cfg)
     for key, ok, constraint in _RULES:
         value = OmegaConf.select(cfg, key)
