@@ -165,6 +165,40 @@ def write_section(path: Path, title: str, section: list[str], machine: str) -> N
     path.write_text(replace_section(text, title, section))
 
 
+def finish(
+    args: Any,
+    *,
+    title: str,
+    command: str,
+    machine: str,
+    elapsed: float,
+    load: str,
+    notes: Sequence[str],
+    lines: Sequence[str],
+    goals: Sequence[str],
+) -> None:
+    """Print the table and the goals; with ``args.write``, replace ``## title`` in
+    ``args.output`` with them, the command, the machine and ``notes``."""
+    print("\n" + "\n".join(lines) + "\n\n" + "\n".join(goals))
+    print(f"\n{load}; total {elapsed:.0f} s; command: {command}")
+    if not args.write:
+        return
+    section = [
+        *section_header(title, command, elapsed, machine, load),
+        *notes,
+        "",
+        *lines,
+        "",
+        f"Goal{'s' if len(goals) > 1 else ''} (from the issue):",
+        "",
+        "```",
+        *goals,
+        "```",
+    ]
+    write_section(args.output, title, section, machine)
+    print(f"wrote the '{title}' section of {args.output}")
+
+
 def section_header(title: str, command: str, elapsed: float, machine: str, load: str) -> list[str]:
     today = datetime.date.today().isoformat()
     return [

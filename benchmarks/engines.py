@@ -35,6 +35,7 @@ from benchmarks.common import (
     DEFAULT_OUTPUT,
     Run,
     command_line,
+    finish,
     fmt_ratio,
     fmt_s,
     load_average,
@@ -42,9 +43,7 @@ from benchmarks.common import (
     median,
     mnist_dir,
     run_oleander,
-    section_header,
     table,
-    write_section,
 )
 
 SECTION_TITLE = "Engines"
@@ -210,23 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = f"load average (1 min) {load_average()} after, {load_before} before"
     lines = table_lines(runs)
     goals = goal_lines(runs)
-    print("\n" + "\n".join(lines) + "\n\n" + "\n".join(goals))
-    print(f"\n{load}; total {elapsed:.0f} s; command: {command}")
-    if args.write:
-        section = [
-            *section_header(SECTION_TITLE, command, elapsed, machine, load),
-            *NOTES,
-            "",
-            *lines,
-            "",
-            "Goals (from the issue):",
-            "",
-            "```",
-            *goals,
-            "```",
-        ]
-        write_section(args.output, SECTION_TITLE, section, machine)
-        print(f"wrote the '{SECTION_TITLE}' section of {args.output}")
+    finish(args, title=SECTION_TITLE, command=command, machine=machine, elapsed=elapsed,
+           load=load, notes=NOTES, lines=lines, goals=goals)  # fmt: skip
     return 0
 
 

@@ -38,6 +38,7 @@ import torch
 from benchmarks.common import (
     DEFAULT_OUTPUT,
     command_line,
+    finish,
     fmt_ratio,
     fmt_s,
     load_average,
@@ -45,9 +46,7 @@ from benchmarks.common import (
     median,
     mnist_dir,
     run_oleander,
-    section_header,
     table,
-    write_section,
 )
 
 SECTION_TITLE = "Floor"
@@ -186,28 +185,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'MET ' if worst <= GOAL_RATIO else 'MISS'}  fang_mnist (logistic regression) within "
         f"{GOAL_RATIO:g}x of the bare-loop floor: {fmt_ratio(worst)}x at worst"
     )
-    print("\n" + "\n".join(lines) + "\n\n" + goal)
-    print(f"\n{load}; total {elapsed:.0f} s; command: {command}")
-    if args.write:
-        section = [
-            *section_header(SECTION_TITLE, command, elapsed, machine, load),
-            "- The floor: the same maths in a bare loop (see `benchmarks/floor.py`): all "
-            "clients' gradients in one batched operation, Fang's attack and Krum through the "
-            "same pure functions, evaluation every round, data loaded before the clock.",
-            "- Oleander: `oleander +experiment=fang_mnist dataset.path=DIR num_rounds=R` "
-            "(plus `attack=none malicious_fraction=0` for the second row), inline engine; "
-            "simulation = summary.json's `wall_seconds`.",
-            "",
-            *lines,
-            "",
-            "Goal (from the issue):",
-            "",
-            "```",
-            goal,
-            "```",
-        ]
-        write_section(args.output, SECTION_TITLE, section, machine)
-        print(f"wrote the '{SECTION_TITLE}' section of {args.output}")
+    notes = [
+        "- The floor: the same maths in a bare loop (see `benchmarks/floor.py`): all "
+        "clients' gradients in one batched operation, Fang's attack and Krum through the "
+        "same pure functions, evaluation every round, data loaded before the clock.",
+        "- Oleander: `oleander +experiment=fang_mnist dataset.path=DIR num_rounds=R` "
+        "(plus `attack=none malicious_fraction=0` for the second row), inline engine; "
+        "simulation = summary.json's `wall_seconds`.",
+    ]
+    finish(args, title=SECTION_TITLE, command=command, machine=machine, elapsed=elapsed,
+           load=load, notes=notes, lines=lines, goals=[goal])  # fmt: skip
     return 0
 
 

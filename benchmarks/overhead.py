@@ -42,14 +42,13 @@ from typing import Any
 from benchmarks.common import (
     DEFAULT_OUTPUT,
     command_line,
+    finish,
     fmt_s,
     load_average,
     machine_line,
     median,
     mnist_dir,
-    section_header,
     table,
-    write_section,
 )
 
 SECTION_TITLE = "Overhead"
@@ -250,27 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"wall time ({args.workload}, inline): {share:.1%} of the run, {loop_share:.1%} of "
         f"the rounds (median of {args.repeat}; rounds {fmt_s(median(round_walls))})"
     )
-    print("\n" + "\n".join(lines) + "\n\n" + goal)
-    print(f"\n{load}; total {elapsed:.0f} s; command: {command}")
-    if args.write:
-        section = [
-            *section_header(SECTION_TITLE, command, elapsed, machine, load),
-            f"- Workload: {DESCRIPTIONS[args.workload]}; `{' '.join(overrides)}`, inline "
-            "engine in this process (no workers).",
-            "- Parts are exclusive times of timers wrapped around the functions that do each "
-            "kind of work (see `benchmarks/overhead.py`); they add up to the wall time of "
-            "`simulate` (imports and config composition are not in it).",
-            "",
-            *lines,
-            "",
-            "Goal (from the issue):",
-            "",
-            "```",
-            goal,
-            "```",
-        ]
-        write_section(args.output, SECTION_TITLE, section, machine)
-        print(f"wrote the '{SECTION_TITLE}' section of {args.output}")
+    where = f"{args.workers} worker processes" if args.workers else "this process (no workers)"
+    notes = [
+        f"- Workload: {DESCRIPTIONS[args.workload]}; `{' '.join(overrides)}`, inline "
+        f"engine, clients in {where}.",
+        "- Parts are exclusive times of timers wrapped around the functions that do each "
+        "kind of work (see `benchmarks/overhead.py`); they add up to the wall time of "
+        "`simulate` (imports and config composition are not in it).",
+    ]
+    finish(args, title=SECTION_TITLE, command=command, machine=machine, elapsed=elapsed,
+           load=load, notes=notes, lines=lines, goals=[goal])  # fmt: skip
     return 0
 
 

@@ -26,14 +26,13 @@ from pathlib import Path
 from benchmarks.common import (
     DEFAULT_OUTPUT,
     command_line,
+    finish,
     fmt_s,
     load_average,
     machine_line,
     median,
     run_oleander,
-    section_header,
     table,
-    write_section,
 )
 
 SECTION_TITLE = "Scale"
@@ -108,26 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"peak {short:.0f} MiB after {lengths[0]} rounds, {long:.0f} MiB after {lengths[1]} "
         f"({long / short - 1:+.1%})",
     ]
-    print("\n" + "\n".join(lines) + "\n\n" + "\n".join(goals))
-    print(f"\n{load}; total {elapsed:.0f} s; command: {command}")
-    if args.write:
-        section = [
-            *section_header(SECTION_TITLE, command, elapsed, machine, load),
-            f"- `oleander num_clients={args.clients} clients_per_round={args.per_round} "
-            "num_rounds=R` on digits (MLP, 2 local epochs at batch 16), inline engine. "
-            "Time per round: median of rounds.csv's `round_seconds` (training, aggregation, "
-            "evaluation, files). Peak RSS: the process's maximum resident set size.",
-            "",
-            *lines,
-            "",
-            "Goals (from the issue):",
-            "",
-            "```",
-            *goals,
-            "```",
-        ]
-        write_section(args.output, SECTION_TITLE, section, machine)
-        print(f"wrote the '{SECTION_TITLE}' section of {args.output}")
+    notes = [
+        f"- `oleander num_clients={args.clients} clients_per_round={args.per_round} "
+        "num_rounds=R` on digits (MLP, 2 local epochs at batch 16), inline engine. "
+        "Time per round: median of rounds.csv's `round_seconds` (training, aggregation, "
+        "evaluation, files). Peak RSS: the process's maximum resident set size.",
+    ]
+    finish(args, title=SECTION_TITLE, command=command, machine=machine, elapsed=elapsed,
+           load=load, notes=notes, lines=lines, goals=goals)  # fmt: skip
     return 0
 
 
