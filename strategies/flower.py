@@ -54,11 +54,12 @@ class ArrayLayout:
 
     @classmethod
     def of(cls, record: ArrayRecord) -> ArrayLayout:
-        arrays = [record[k].numpy() for k in record]
+        # From each Array's own metadata: the global model is not decoded for this.
+        arrays = [record[k] for k in record]
         return cls(
             keys=tuple(record.keys()),
-            shapes=tuple(a.shape for a in arrays),
-            dtypes=tuple(a.dtype for a in arrays),
+            shapes=tuple(tuple(int(n) for n in a.shape) for a in arrays),
+            dtypes=tuple(np.dtype(a.dtype) for a in arrays),
         )
 
     @property
