@@ -487,13 +487,16 @@ def _check_attack(cfg: DictConfig, dataset: Any) -> None:
         craft = _instantiate("attack", cfg.attack.craft)
         n = cfg.clients_per_round
         f = count_for(cfg.malicious_fraction, n)
-        # One attacker among 10 clients: a failure is the attack's own parameters (checked
-        # even when malicious_fraction is 0, so a sweep's bad value is caught once); with
-        # the configured f and clients per round, the mix.
-        for attackers, rows, combination in ((1, max(n, 10), False), (f, n, True)):
+        # One attacker among 10 clients with full knowledge: a failure is the attack's own
+        # parameters (checked even when malicious_fraction is 0, so a sweep's bad value is
+        # caught once; partial knowledge would see one update, too few for some attacks);
+        # with the configured f, clients per round and knowledge, the mix.
+        knowledge = cfg.attack.knowledge or "full"
+        checks = ((1, max(n, 10), "full", False), (f, n, knowledge, True))
+        for attackers, rows, seen, combination in checks:
             if not attackers:
                 continue
-            adversary = Adversary(craft, range(attackers), cfg.attack.knowledge or "full", seed=0)
+            adversary = Adversary(craft, range(attackers), seen, seed=0)
             updates = torch.randn(rows, 8, generator=torch.Generator().manual_seed(0))
             try:
                 adversary(updates, list(range(rows)), server_round=1)

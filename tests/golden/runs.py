@@ -1,0 +1,171 @@
+"""Golden runs: per-round metrics of a fixed set of configs, kept equal while code moves.
+
+Each config runs 5 rounds on digits. Together they cover every rule, every attack
+family (colluding attacks, data poisoning, non-finite updates), pre-aggregation, client
+sampling, injected faults, both knowledge levels and the backdoor metric.
+
+Record (only when a change is meant to alter results, in the same commit that says so)::
+
+    python -m tests.golden.runs --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).with_name("golden_runs.json")
+BASE = ("num_rounds=5", "progress=false", "checkpoint_every=0")
+# name -> overrides (beyond BASE)
+CONFIGS: dict[str, tuple[str, ...]] = {
+    "fedavg": (),
+    "fedavg_logreg_steps": ("model=logreg", "local_steps=3", "momentum=0.5"),
+    "krum_sign_flip": ("strategy=krum", "attack=sign_flip", "malicious_fraction=0.2"),
+    "multikrum_alie": ("strategy=multikrum", "attack=alie", "malicious_fraction=0.2"),
+    "median_ipm": ("strategy=median", "attack=ipm", "malicious_fraction=0.2"),
+    "trimmed_mean_fang_trmean": (
+        "strategy=trimmed_mean", "attack=fang_trmean", "malicious_fraction=0.2",
+    ),
+    "bulyan_gaussian": ("strategy=bulyan", "attack=gaussian", "malicious_fraction=0.1"),
+    "geometric_median_scaling": (
+        "strategy=geometric_median", "attack=scaling", "malicious_fraction=0.2",
+    ),
+    "centered_clipping_minmax": (
+        "strategy=centered_clipping", "attack=minmax", "malicious_fraction=0.2",
+    ),
+    "norm_bound_minsum": ("strategy=norm_bound", "attack=minsum", "malicious_fraction=0.2"),
+    "krum_fang_krum": ("strategy=krum", "attack=fang_krum", "malicious_fraction=0.2"),
+    "krum_fang_krum_partial": (
+        "strategy=krum", "attack=fang_krum", "attack.knowledge=partial",
+        "malicious_fraction=0.2", "model=logreg",
+    ),
+    "fltrust_backdoor_boost": (
+        "strategy=fltrust", "attack=backdoor", "malicious_fraction=0.2",
+        "attack.poison.boost=5",
+    ),
+    "fedavg_backdoor": ("attack=backdoor", "malicious_fraction=0.1"),
+    "fedavg_label_flip": ("attack=label_flip", "malicious_fraction=0.3"),
+    "median_label_flip_targeted": (
+        "strategy=median", "attack=label_flip", "attack.poison.source=1",
+        "attack.poison.target=7", "malicious_fraction=0.3",
+    ),
+    "fedavg_nonfinite": ("attack=nonfinite", "malicious_fraction=0.2"),
+    "median_nnm_alie_full": (
+        "strategy=median", "pre=nnm", "attack=alie", "attack.knowledge=full",
+        "malicious_fraction=0.2",
+    ),
+    "krum_bucketing_sign_flip": (
+        "strategy=krum", "pre=bucketing", "attack=sign_flip", "malicious_fraction=0.1",
+    ),
+    "trimmed_mean_sampling_ipm": (
+        "strategy=trimmed_mean", "num_clients=20", "clients_per_round=8", "attack=ipm",
+        "attack.craft.epsilon=2", "malicious_fraction=0.2",
+    ),
+    "centered_clipping_sampling": (
+        "strategy=centered_clipping", "num_clients=20", "clients_per_round=6",
+        "attack=sign_flip", "malicious_fraction=0.1", "strategy.rule.tau=0.5",
+    ),
+    "median_faults": ("strategy=median", "faults.client_failure_rate=0.2"),
+    "fedavg_gaussian_fang_server_lr": (
+        "attack=gaussian", "attack.craft.variant=fang", "malicious_fraction=0.2",
+        "strategy.server_lr=0.5",
+    ),
+    "multikrum_minmax_unit": (
+        "strategy=multikrum", "attack=minmax", "attack.craft.perturbation=unit",
+        "malicious_fraction=0.2", "strategy.num_malicious=3",
+    ),
+    "fltrust_dirichlet": ("strategy=fltrust", "partition=dirichlet", "num_clients=8"),
+}  # fmt: skip
+
+ROUND_KEYS = (
+    "test_accuracy",
+    "test_loss",
+    "train_loss",
+    "attack_success_rate",
+    "detection_precision",
+    "detection_recall",
+    "clients_sampled",
+    "malicious_sampled",
+    "clients_trained",
+    "failures",
+    "rejected",
+)
+CLIENT_KEYS = ("client", "malicious", "num_examples", "update_norm", "weight")
+
+
+def _number(text: str) -> float | None:
+    return None if text == "" else float(text)
+
+
+def run(name: str, output_dir: Path) -> dict[str, Any]:
+    """Run the golden config ``name`` into ``output_dir``; its per-round numbers."""
+    from simulator.main import simulate
+    from tests.conftest import compose_config
+
+    simulate(compose_config(*BASE, *CONFIGS[name]), output_dir)
+    with open(output_dir / "rounds.csv", newline="") as handle:
+        rounds = [{k: _number(r[k]) for k in ROUND_KEYS} for r in csv.DictReader(handle)]
+    with open(output_dir / "clients.csv", newline="") as handle:
+        clients = [
+            {"round": int(r["round"]), **{k: _number(r[k]) for k in CLIENT_KEYS}}
+            for r in csv.DictReader(handle)
+        ]
+    return {"rounds": rounds, "clients": clients}
+
+
+def differences(expected: Any, actual: Any, where: str = "", tol: float = 1e-6) -> list[str]:
+    """Where ``actual`` differs from ``expected`` (numbers to ``tol``, relative or absolute)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        if expected.keys() != actual.keys():
+            return [f"{where}: keys {sorted(expected)} != {sorted(actual)}"]
+        return [d for k in expected for d in differences(expected[k], actual[k], f"{where}.{k}")]
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return [f"{where}: {len(expected)} entries != {len(actual)}"]
+        return [
+            d
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            for d in differences(e, a, f"{where}[{i}]")
+        ]
+    if isinstance(expected, float) and isinstance(actual, float):
+        if math.isnan(expected) and math.isnan(actual):
+            return []
+        if math.isclose(expected, actual, rel_tol=tol, abs_tol=tol):
+            return []
+    elif expected == actual:
+        return []
+    return [f"{where}: expected {expected!r}, got {actual!r}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--record", action="store_true", help="rewrite golden_runs.json")
+    parser.add_argument("names", nargs="*", help="configs to run (default: all)")
+    args = parser.parse_args(argv)
+    names = args.names or list(CONFIGS)
+    stored = json.loads(DATA.read_text()) if DATA.is_file() else {}
+    failed = 0
+    for name in names:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run(name, Path(tmp))
+        if args.record:
+            stored[name] = result
+            print(f"recorded {name}")
+            continue
+        diffs = differences(stored.get(name), result, name)
+        failed += bool(diffs)
+        print(f"{'ok  ' if not diffs else 'DIFF'} {name}", *diffs[:5], sep="\n  ")
+    if args.record:
+        ordered = {k: stored[k] for k in CONFIGS if k in stored}
+        DATA.write_text(json.dumps(ordered, indent=1, sort_keys=False) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
