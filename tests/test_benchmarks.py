@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+import sys
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+
+import pytest
 
 from benchmarks.common import replace_section, table
 from benchmarks.scale import main as scale_main
@@ -27,14 +33,34 @@ def test_table_aligns_numbers_right() -> None:
     ]
 
 
-def test_scale_script_runs_and_writes_its_section(tmp_path: Path, capsys) -> None:
+def test_scale_script_runs_and_writes_its_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As started with `python -m benchmarks.scale` (the documented way): the command line
+    # the section names is read from __main__'s spec.
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", ModuleSpec("benchmarks.scale", None))
     output = tmp_path / "BENCHMARKS.md"
     argv = ["--clients", "20", "--per-round", "5", "--rounds", "1", "--repeat", "1",
             "--write", "--output", str(output)]  # fmt: skip
+    command = f"python -m benchmarks.scale {shlex.join(argv)}"
     assert scale_main(argv) == 0
     text = output.read_text()
-    assert ("## Scale" in text and "python -m benchmarks.scale" in text) or "scale" in text
+    lines = text.splitlines()
+    assert lines[0] == "# Benchmarks"  # a new file gets the file's header first
+    assert lines.count("## Scale") == 1
+    start = lines.index("## Scale")
+    assert lines[start + 1] == ""
+    dated = rf"`{re.escape(command)}` on \d{{4}}-\d{{2}}-\d{{2}}, \d+ s in all\."
+    assert re.fullmatch(dated, lines[start + 2]), lines[start + 2]
+    assert lines[start + 3] == ""
+    machine = r"Machine: .+; load average \(1 min\) \S+ after, \S+ before\."
+    assert re.fullmatch(machine, lines[start + 4]), lines[start + 4]
+    assert lines[start + 5] == ""
+    notes = "- `oleander num_clients=20 clients_per_round=5 num_rounds=R` on digits"
+    assert lines[start + 6].startswith(notes)
     rows = [line for line in text.splitlines() if line.startswith("|      20 |")]
     assert [row.split("|")[3].strip() for row in rows] == ["1", "4"]  # rounds of both runs
     assert "MET   peak resident memory under 3 GiB" in text
-    assert "wrote the 'Scale' section" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith(f"$ {command}\n")
+    assert f"wrote the 'Scale' section of {output}" in out
