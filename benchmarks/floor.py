@@ -6,7 +6,7 @@ Run from the repository root (needs the shared MNIST files)::
     python -m benchmarks.floor --rounds 100 --repeat 1
     python -m benchmarks.floor --write          # also replace "## Floor" in BENCHMARKS.md
 
-The workload is ``+experiment=fang_mnist``: 100 clients of Fang et al.'s bias-0.5
+The workload is ``experiment=fang_mnist``: 100 clients of Fang et al.'s bias-0.5
 partition, every client every round, one SGD step of batch 32 on multinomial logistic
 regression, Krum told f = 20, and the test set evaluated after every round. It is timed
 twice: as configured (20 clients run Fang's attack on Krum) and without attackers
@@ -63,7 +63,7 @@ def _federation(mnist: Path) -> tuple[object, list[torch.Tensor]]:
     from simulator.preflight import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", ["+experiment=fang_mnist", f"dataset.path={mnist}"])
+        cfg = compose("config", ["experiment=fang_mnist", f"dataset.path={mnist}"])
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     spec = FederationSpec(
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"[{rep + 1}/{args.repeat}] {name}", flush=True)
                 results[name]["floor"].append(floor_loop(mnist, args.rounds, attack))
                 run = run_oleander(
-                    ["+experiment=fang_mnist", f"dataset.path={mnist}",
+                    ["experiment=fang_mnist", f"dataset.path={mnist}",
                      f"num_rounds={args.rounds}", *extra],
                     Path(tmp), f"r{rep}-v{i}",
                 )  # fmt: skip
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "- The floor: the same maths in a bare loop (see `benchmarks/floor.py`): all "
         "clients' gradients in one batched operation, Fang's attack and Krum through the "
         "same pure functions, evaluation every round, data loaded before the clock.",
-        "- Oleander: `oleander +experiment=fang_mnist dataset.path=DIR num_rounds=R` "
+        "- Oleander: `oleander experiment=fang_mnist dataset.path=DIR num_rounds=R` "
         "(plus `attack=none malicious_fraction=0` for the second row), inline engine; "
         "simulation = summary.json's `wall_seconds`.",
     ]

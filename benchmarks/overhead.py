@@ -100,6 +100,8 @@ def _patch(timers: Timers, stack: list[tuple[Any, str, Any]], owner: Any, name: 
 def instrument(timers: Timers) -> list[tuple[Any, str, Any]]:
     """Wrap the functions of each category; returns what to restore."""
     import clients.app
+    import strategies.flower as flower
+
     import simulator.adversary
     import simulator.engines.inline as inline
     import simulator.federation
@@ -108,7 +110,6 @@ def instrument(timers: Timers) -> list[tuple[Any, str, Any]]:
     import simulator.progress
     import simulator.results
     import simulator.server_app as server_app
-    import strategies.flower as flower
 
     patched: list[tuple[Any, str, Any]] = []
     for owner, name, category in [
@@ -174,14 +175,14 @@ def workload(name: str, rounds: int | None) -> list[str]:
         mnist = mnist_dir()
         if mnist is None:
             raise SystemExit("needs the MNIST files: set $OLEANDER_MNIST_DIR (or ../shared)")
-        return ["+experiment=fang_mnist", f"dataset.path={mnist}", f"num_rounds={rounds or 100}"]
+        return ["experiment=fang_mnist", f"dataset.path={mnist}", f"num_rounds={rounds or 100}"]
     return ["num_clients=50", f"num_rounds={rounds or 10}"]  # digits
 
 
 DESCRIPTIONS = {
     "mnist_cnn": "FLTrust CNN on the shared MNIST set, 100 clients (80 images each), one "
     "local epoch at batch 32, FedAvg",
-    "fang_mnist": "`+experiment=fang_mnist` (logistic regression, one step of batch 32, "
+    "fang_mnist": "`experiment=fang_mnist` (logistic regression, one step of batch 32, "
     "100 clients, Krum, Fang's attack)",
     "digits": "digits MLP, 50 clients, defaults otherwise",
 }

@@ -14,7 +14,32 @@ import torch
 PATTERNS = ("square", "pixels")
 
 
-class LabelFlip:
+class Poisoning:
+    """What a client-side attack does: to the client's data once, to every minibatch, to
+    the update it sends (``boost``); and how its success is measured on the test set."""
+
+    boost: float = 1.0
+
+    def check_classes(self, num_classes: int) -> None:
+        """``ValueError`` if the attack's labels do not fit ``num_classes``."""
+
+    def poison_data(
+        self, x: torch.Tensor, y: torch.Tensor, num_classes: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, y
+
+    def poison_batch(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, y
+
+    def success_examples(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+        """Test images whose prediction as the target counts as success, and the target;
+        None where the attack has no target."""
+        return None
+
+
+class LabelFlip(Poisoning):
     """Label flipping: ``l -> C - 1 - l`` on every example (Fang et al. 2020, FLTrust), or,
     with ``source`` and ``target`` set, a targeted flip ``source -> target`` only.
 
@@ -34,14 +59,11 @@ class LabelFlip:
         source: int | None = None,
         target: int | None = None,
         boost: float = 1.0,
-        name: str = "label_flip",
     ) -> None:
         if (source is None) != (target is None):
-            raise ValueError(
-                f"attack.source={source}, attack.target={target}: set both (targeted) or neither"
-            )
+            raise ValueError(f"source={source}, target={target}: set both (targeted) or neither")
         if source is not None and source == target:
-            raise ValueError(f"attack.source={source}: must differ from attack.target")
+            raise ValueError(f"source={source}: must differ from target")
         _check_boost(boost)
         self.source = source
         self.target = target
@@ -54,7 +76,7 @@ class LabelFlip:
     def check_classes(self, num_classes: int) -> None:
         for key, value in (("source", self.source), ("target", self.target)):
             if value is not None and not 0 <= value < num_classes:
-                raise ValueError(f"attack.{key}={value}: must be in [0, {num_classes - 1}]")
+                raise ValueError(f"{key}={value}: must be in [0, {num_classes - 1}]")
 
     def poison_data(
         self, x: torch.Tensor, y: torch.Tensor, num_classes: int
@@ -64,11 +86,6 @@ class LabelFlip:
             return x, torch.where(y == self.source, torch.full_like(y, self.target), y)
         return x, (num_classes - 1) - y
 
-    def poison_batch(
-        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return x, y
-
     def success_examples(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int] | None:
         """Test images whose prediction as ``target`` counts as success, and ``target``."""
         if not self.targeted:
@@ -76,7 +93,7 @@ class LabelFlip:
         return x[y == self.source], int(self.target)  # type: ignore[arg-type]
 
 
-class Backdoor:
+class Backdoor(Poisoning):
     """A BadNets-style pixel trigger (Gu et al. 2017) with optional boosting.
 
     A share ``poison_fraction`` of every local minibatch gets the trigger stamped and its
@@ -113,16 +130,15 @@ class Backdoor:
         pixels: list[list[int]] | None = None,
         value: float = 1.0,
         boost: float = 1.0,
-        name: str = "backdoor",
     ) -> None:
         if pattern not in PATTERNS:
-            raise ValueError(f"attack.pattern={pattern}: must be one of {', '.join(PATTERNS)}")
+            raise ValueError(f"pattern={pattern}: must be one of {', '.join(PATTERNS)}")
         if not 0 < poison_fraction <= 1:
-            raise ValueError(f"attack.poison_fraction={poison_fraction}: must be in (0, 1]")
+            raise ValueError(f"poison_fraction={poison_fraction}: must be in (0, 1]")
         if pattern == "square" and size < 1:
-            raise ValueError(f"attack.size={size}: must be >= 1")
+            raise ValueError(f"size={size}: must be >= 1")
         if pattern == "pixels" and not pixels:
-            raise ValueError("attack.pixels: pattern=pixels needs a list of [row, column]")
+            raise ValueError("pixels: pattern=pixels needs a list of [row, column]")
         _check_boost(boost)
         self.target_label = target_label
         self.poison_fraction = poison_fraction
@@ -135,9 +151,7 @@ class Backdoor:
 
     def check_classes(self, num_classes: int) -> None:
         if not 0 <= self.target_label < num_classes:
-            raise ValueError(
-                f"attack.target_label={self.target_label}: must be in [0, {num_classes - 1}]"
-            )
+            raise ValueError(f"target_label={self.target_label}: must be in [0, {num_classes - 1}]")
 
     def check_shape(self, input_shape: tuple[int, int, int]) -> None:
         """Raise ``ValueError`` if the trigger does not fit images of ``input_shape``."""
@@ -153,16 +167,14 @@ class Backdoor:
             col = col + width if col < 0 else col
             if not (0 <= row <= height - self.size and 0 <= col <= width - self.size):
                 raise ValueError(
-                    f"attack.position={list(self.position)}: a {self.size}x{self.size} trigger "
+                    f"position={list(self.position)}: a {self.size}x{self.size} trigger "
                     f"does not fit {height}x{width} images"
                 )
             mask[row : row + self.size, col : col + self.size] = True
         else:
             for row, col in self.pixels:
                 if not (-height <= row < height and -width <= col < width):
-                    raise ValueError(
-                        f"attack.pixels: ({row}, {col}) is outside {height}x{width} images"
-                    )
+                    raise ValueError(f"pixels: ({row}, {col}) is outside {height}x{width} images")
                 mask[row, col] = True
         return mask
 
@@ -170,11 +182,6 @@ class Backdoor:
         """``x`` (``(B, C, H, W)``) with the trigger set; a new tensor."""
         mask = self.mask(tuple(x.shape[1:])).to(x.device)  # type: ignore[arg-type]
         return torch.where(mask, torch.full_like(x, self.value), x)
-
-    def poison_data(
-        self, x: torch.Tensor, y: torch.Tensor, num_classes: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return x, y
 
     def poison_batch(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
@@ -195,4 +202,4 @@ class Backdoor:
 
 def _check_boost(boost: float) -> None:
     if not boost > 0:
-        raise ValueError(f"attack.boost={boost}: must be > 0")
+        raise ValueError(f"boost={boost}: must be > 0")

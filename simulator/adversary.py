@@ -10,16 +10,14 @@ updates; ``full``, the updates of every benign client of the round.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from simulator.seeding import torch_generator
+from simulator.seeding import Stream, torch_generator
+from simulator.threat import ThreatModel
 from strategies.pipeline import call_with_available
-
-ATTACK_STREAM = 9
-KNOWLEDGE = ("partial", "full")
 
 
 class Adversary:
@@ -31,26 +29,16 @@ class Adversary:
         An attack from ``clients.attacks`` (usually a Hydra partial with its parameters),
         called as ``craft(benign, num_malicious, num_clients, own=..., generator=...)``;
         keywords it does not take are not passed.
-    malicious : Collection[int]
-        The malicious client ids (fixed for the run).
-    knowledge : str
-        ``partial`` or ``full``.
+    threat : ThreatModel
+        The run's threat model: the malicious client ids and the knowledge level.
     seed : int
         Run seed; the attack's randomness is seeded by ``(seed, round)``.
     """
 
-    def __init__(
-        self,
-        craft: Callable[..., torch.Tensor],
-        malicious: Collection[int],
-        knowledge: str,
-        seed: int,
-    ) -> None:
-        if knowledge not in KNOWLEDGE:
-            raise ValueError(f"attack.knowledge={knowledge}: must be one of {', '.join(KNOWLEDGE)}")
+    def __init__(self, craft: Callable[..., torch.Tensor], threat: ThreatModel, seed: int) -> None:
         self.craft = craft
-        self.malicious = frozenset(int(c) for c in malicious)
-        self.knowledge = knowledge
+        self.malicious = threat.malicious
+        self.knowledge = threat.knowledge or "full"
         self.seed = seed
 
     def __call__(
@@ -66,7 +54,7 @@ class Adversary:
         available: dict[str, Any] = {
             "own": own,
             "knowledge": self.knowledge,
-            "generator": torch_generator(self.seed, ATTACK_STREAM, server_round),
+            "generator": torch_generator(self.seed, Stream.ATTACK, server_round),
         }
         crafted = call_with_available(
             self.craft, benign, num_malicious=len(bad), num_clients=len(client_ids), **available

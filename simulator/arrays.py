@@ -12,6 +12,8 @@ valid form still reads, and a malformed one still fails there.
 
 ``records_of`` reads a message's records of one kind without the views Flower's
 ``RecordDict.array_records`` (and friends) build and type-check on every access.
+``ArrayLayout`` flattens a model's ArrayRecord into the one float32 vector the defences
+work on, and rebuilds it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import functools
 import io
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -78,3 +81,68 @@ def read_array(array: Array, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndar
 def records_of(content: RecordDict, kind: type[R]) -> list[R]:
     """The records of type ``kind`` in ``content``, in insertion order."""
     return [record for record in content.values() if isinstance(record, kind)]
+
+
+@dataclass(frozen=True)
+class ArrayLayout:
+    """Names, shapes and dtypes of a model's arrays, to flatten and rebuild them."""
+
+    keys: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[np.dtype, ...]
+
+    @classmethod
+    def of(cls, record: ArrayRecord) -> ArrayLayout:
+        # From each Array's own metadata: the global model is not decoded for this.
+        arrays = [record[k] for k in record]
+        return cls(
+            keys=tuple(record.keys()),
+            shapes=tuple(tuple(int(n) for n in a.shape) for a in arrays),
+            dtypes=tuple(np.dtype(a.dtype) for a in arrays),
+        )
+
+    @property
+    def size(self) -> int:
+        return int(sum(int(np.prod(s)) for s in self.shapes))
+
+    def flatten(self, record: ArrayRecord, out: np.ndarray | None = None) -> torch.Tensor:
+        """One float32 vector of every array in layout order; ``ValueError`` if mis-shaped.
+
+        ``out``: a float32 array of shape ``(d,)`` to write into (a row of the round's
+        update matrix) instead of a new one.
+        """
+        if set(record.keys()) != set(self.keys):
+            missing = sorted(set(self.keys) - set(record.keys()))
+            extra = sorted(set(record.keys()) - set(self.keys))
+            raise ValueError(f"arrays do not match the model: missing {missing}, extra {extra}")
+        parts = []
+        for key, shape, dtype in zip(self.keys, self.shapes, self.dtypes, strict=True):
+            try:
+                array = read_array(record[key], dtype, shape)
+            except (TypeError, ValueError) as error:  # e.g. not numpy-serialised
+                raise ValueError(f"array {key!r} cannot be read: {error}") from None
+            if array.shape != shape:
+                raise ValueError(f"array {key!r} has shape {array.shape}, the model {shape}")
+            parts.append(array.reshape(-1))
+        if not parts:
+            return torch.zeros(0)
+        # One copy, into float32: the parts may be read-only views of the message's bytes.
+        try:
+            if out is None:
+                flat = np.concatenate(parts, dtype=np.float32, casting="unsafe")
+            else:
+                flat = np.concatenate(parts, out=out, casting="unsafe")
+        except (TypeError, ValueError) as error:  # e.g. an array of strings
+            raise ValueError(f"arrays cannot be read as numbers: {error}") from None
+        return torch.from_numpy(flat)  # shape: (d,)
+
+    def unflatten(self, vector: torch.Tensor) -> ArrayRecord:
+        """Inverse of ``flatten``, casting each array back to its own dtype."""
+        flat = vector.detach().to("cpu", torch.float32).numpy()
+        record = ArrayRecord()
+        offset = 0
+        for key, shape, dtype in zip(self.keys, self.shapes, self.dtypes, strict=True):
+            size = int(np.prod(shape))
+            record[key] = to_array(flat[offset : offset + size].reshape(shape).astype(dtype))
+            offset += size
+        return record

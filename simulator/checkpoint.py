@@ -1,10 +1,11 @@
 """Checkpoints: what an interrupted run needs to end with the numbers it would have had.
 
 Every draw is seeded by ``(seed, round, client id)``, so a run is resumable from the global
-weights, the strategy's state (centered clipping's centre), the results so far and the
-round number. Saved with ``torch.save`` through a temporary file and a rename (never half
-written); loaded with ``torch.load(weights_only=True)``, which unpickles nothing but
-tensors and plain containers.
+weights, the defence's state (``strategies.state``: centered clipping's centre, and
+every other stage's memory), the results so far and the round number. Saved with
+``torch.save`` through a temporary file and a rename (never half written); loaded with
+``torch.load(weights_only=True)``, which unpickles nothing but tensors and plain
+containers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from flwr.app import Array, ArrayRecord
 
 FILENAME = "checkpoint.pt"
-FORMAT = 1
+FORMAT = 2  # 2: the defence state under "strategy"
 
 
 class CheckpointError(ValueError):
@@ -45,7 +46,9 @@ def load(path: Path, config_digest: str) -> dict[str, Any] | None:
     except Exception as error:  # truncated, or not a checkpoint at all
         raise CheckpointError(f"{path} cannot be read ({error}); delete it to start over") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an Oleander checkpoint; delete it to start over")
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this Oleander version; delete it to start over"
+        )
     if payload.get("config_digest") != config_digest:
         raise CheckpointError(
             f"{path} belongs to another configuration; use another output directory "

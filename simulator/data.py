@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from simulator.seeding import derive_seed
+from simulator.seeding import Stream, derive_seed
 
 __all__ = [
     "Cifar10",
@@ -84,14 +84,6 @@ class LoadedData:
     num_classes: int
     input_shape: tuple[int, int, int]  # (C, H, W)
     note: str | None = None  # how the data were obtained when that is unusual; the caller logs it
-
-
-def _key(text: str) -> int:
-    """A fixed stream key for ``derive_seed`` that no ``(seed, round, client)`` draw uses."""
-    return zlib.crc32(text.encode())
-
-
-_DIGITS_SPLIT_KEY = _key("data.digits.split")
 
 
 def _split(images: np.ndarray, labels: np.ndarray) -> DataSplit:
@@ -211,7 +203,7 @@ class Digits(_DataSet):
     def _load(self, seed: int) -> LoadedData:
         images, labels = _digits_arrays()
         images = (images / 16.0).astype(np.float32).reshape(-1, *self._input_shape)
-        rng = np.random.default_rng(derive_seed(seed, _DIGITS_SPLIT_KEY))
+        rng = np.random.default_rng(derive_seed(seed, Stream.DIGITS_SPLIT))
         train_idx, test_idx = stratified_split(labels, float(self.test_fraction), rng)
 
         def split(idx: np.ndarray) -> DataSplit:

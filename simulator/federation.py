@@ -20,12 +20,9 @@ from omegaconf import OmegaConf
 
 from simulator.data import DataError, DataSplit, LoadedData
 from simulator.partition import partition_indices
-from simulator.seeding import derive_seed
+from simulator.seeding import Stream, derive_seed
 
 log = logging.getLogger("oleander")
-
-PARTITION_STREAM = 2
-ROOT_STREAM = 6
 
 
 @dataclass(frozen=True)
@@ -86,14 +83,14 @@ def _load_federation(key: str) -> Federation:
             f"examples of {data.name}, which the clients need too"
         )
     # FLTrust's root set: drawn uniformly from the training data, removed from the clients'.
-    order = np.random.default_rng(derive_seed(seed, ROOT_STREAM)).permutation(len(labels))
+    order = np.random.default_rng(derive_seed(seed, Stream.ROOT)).permutation(len(labels))
     root_index = np.sort(order[:root_size])
     client_pool = np.sort(order[root_size:])
     partitioner = instantiate(OmegaConf.create(partition_cfg))(
-        num_partitions=num_clients, seed=derive_seed(seed, PARTITION_STREAM)
+        num_partitions=num_clients, seed=derive_seed(seed, Stream.PARTITION)
     )
     local = partition_indices(
-        labels[client_pool], partitioner, seed=derive_seed(seed, PARTITION_STREAM, 1)
+        labels[client_pool], partitioner, seed=derive_seed(seed, Stream.PARTITION, 1)
     )
     partitions = [client_pool[part] for part in local]
     root = None

@@ -23,16 +23,14 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from simulator import __version__, checkpoint
 from simulator.config import ConfigError, validate
 from simulator.preflight import CONFIG_DIR, CONFIG_NAME, fail, preflight
+from simulator.schema import build, own_parameters
 
 log = logging.getLogger("oleander")
-
-MODEL_STREAM = 4
 # Keys that change how a run is executed or shown, never its numbers.
 NON_RESULT_KEYS = ("engine", "progress", "verbose", "checkpoint_every")
 
@@ -81,16 +79,23 @@ def simulate(
     """
     import torch
 
-    from clients.app import ClientSpec, make_client_app, train_config_record
     from simulator.adversary import Adversary
+    from simulator.client_app import ClientSpec, make_client_app
+    from simulator.components import (
+        attack_site,
+        build_defence,
+        defence_name,
+        threat_model,
+        train_config,
+    )
     from simulator.federation import FederationSpec, load_federation
     from simulator.interrupt import StopRequest
     from simulator.models import build_model
     from simulator.progress import RoundProgress
     from simulator.results import RunRecorder
-    from simulator.seeding import derive_seed
+    from simulator.seeding import Stream, derive_seed
     from simulator.server_app import Checkpointer, ServerPlan, make_server_app, root_update_fn
-    from simulator.threat import attackers_told, malicious_clients
+    from simulator.strategy import OleanderStrategy
 
     started = time.perf_counter()
     validate(cfg)
@@ -105,7 +110,7 @@ def simulate(
 
     federation_spec = FederationSpec(
         dataset=container["dataset"],
-        partition=container["partition"],
+        partition=own_parameters("partition", container["partition"]),
         num_clients=cfg.num_clients,
         seed=cfg.seed,
         root_size=cfg.strategy.root_size,
@@ -113,51 +118,44 @@ def simulate(
     federation = load_federation(federation_spec)
     data = federation.data
     initial_model = build_model(
-        instantiate(cfg.model),
-        data.input_shape,
-        data.num_classes,
-        derive_seed(cfg.seed, MODEL_STREAM),
-    )
-    malicious = frozenset(malicious_clients(cfg.seed, cfg.num_clients, cfg.malicious_fraction))
-    poison = None if cfg.attack.poison is None else instantiate(cfg.attack.poison)
-    adversary = None
-    knowledge = cfg.attack.knowledge or ("full" if cfg.attack.craft is not None else None)
-    if cfg.attack.craft is not None and malicious:
-        adversary = Adversary(instantiate(cfg.attack.craft), malicious, knowledge, cfg.seed)
+        build("model", cfg.model), data.input_shape, data.num_classes,
+        derive_seed(cfg.seed, Stream.MODEL),
+    )  # fmt: skip
+    attack = build("attack", cfg.attack)
+    threat = threat_model(cfg, attack)
+    poisoning = attack if attack_site(attack) == "client" else None
     client_spec = ClientSpec(
         federation=federation_spec,
-        model=container["model"],
+        model=own_parameters("model", container["model"]),
         seed=cfg.seed,
+        threat=threat,
         device=cfg.device,
         torch_threads=cfg.torch_threads,
-        malicious=malicious,
-        poison=container["attack"]["poison"],
+        poison=own_parameters("attack", container["attack"]) if poisoning else None,
         failure_rate=cfg.faults.client_failure_rate,
     )
     progress = RoundProgress(cfg.num_rounds, enabled=cfg.progress)
     recorder = RunRecorder(
-        output_dir, cfg.num_rounds, on_round=progress.update, malicious=malicious
+        output_dir, cfg.num_rounds, on_round=progress.update, malicious=threat.malicious
     )
-
-    told = attackers_told(cfg.strategy.num_malicious, cfg.malicious_fraction, cfg.clients_per_round)
-    server_update_fn = None
+    server_inputs: dict[str, Any] = {}
     if federation.root is not None:
-        server_update_fn = root_update_fn(
-            initial_model, federation.root, train_config_record(cfg), cfg.seed, cfg.device
+        server_inputs["server_update"] = root_update_fn(
+            initial_model, federation.root, train_config(cfg), cfg.seed, cfg.device
         )
 
     def build_strategy(node_to_client: dict[int, int]) -> Any:
-        return instantiate(
-            cfg.strategy,
+        adversary = None
+        if attack_site(attack) == "adversary" and threat.malicious:
+            adversary = Adversary(attack, threat, cfg.seed)
+        return OleanderStrategy(
+            build_defence(cfg, threat.num_malicious_told, server_inputs),
             node_to_client=node_to_client,
             clients_per_round=cfg.clients_per_round,
             seed=cfg.seed,
-            device=cfg.device,
-            observer=recorder,
-            num_malicious=told,
-            pre=instantiate(cfg.pre.steps),
-            server_update_fn=server_update_fn,
             adversary=adversary,
+            observer=recorder,
+            device=cfg.device,
         )
 
     plan = ServerPlan(
@@ -165,12 +163,12 @@ def simulate(
         test=data.test,
         num_clients=cfg.num_clients,
         num_rounds=cfg.num_rounds,
-        train_config=train_config_record(cfg),
+        train_config=train_config(cfg),
         build_strategy=build_strategy,
         on_evaluated=recorder.on_evaluated,
         device=cfg.device,
         eval_batch_size=cfg.eval_batch_size,
-        success=None if poison is None else poison.success_examples(data.test.x, data.test.y),
+        success=None if poisoning is None else poisoning.success_examples(data.test.x, data.test.y),
         checkpoint=Checkpointer(
             output_dir / checkpoint.FILENAME, cfg.checkpoint_every, digest, recorder
         )
@@ -179,7 +177,7 @@ def simulate(
     )
     stop = StopRequest()
     plan.stop = stop
-    engine = instantiate(cfg.engine)
+    engine = build("engine", cfg.engine)
     # The inline engine's workers wait while the server evaluates: it may use their cores.
     # (Evaluation with more threads can differ from one thread in the last float bits.)
     workers = int(getattr(engine, "workers", 0) or 0)
@@ -190,9 +188,9 @@ def simulate(
         cfg.num_clients,
         cfg.clients_per_round,
         cfg.num_rounds,
-        cfg.strategy.name,
+        defence_name(cfg),
         cfg.model.name,
-        engine.name,
+        cfg.engine.name,
         output_dir,
     )
     with stop, progress:
@@ -208,25 +206,16 @@ def simulate(
             "seed": cfg.seed,
             "config_digest": digest,
             "versions": versions(),
-            "engine": engine.name,
+            "engine": cfg.engine.name,
             "dataset": data.name,
             "strategy": cfg.strategy.name,
             "pre_aggregation": cfg.pre.name,
-            "num_malicious_told": told,
+            "detection": cfg.detect.name,
+            "num_malicious_told": threat.num_malicious_told,
             "model": cfg.model.name,
             "num_clients": cfg.num_clients,
             "clients_per_round": cfg.clients_per_round,
-            "threat_model": {
-                "malicious_fraction": cfg.malicious_fraction,
-                "attack": cfg.attack.name,
-                "knowledge": knowledge,
-                "parameters": _attack_parameters(container["attack"]),
-                "where": _attack_site(cfg),
-                "malicious_clients": sorted(malicious),
-                "num_malicious": len(malicious),
-                "num_malicious_told": told,
-                "rounding": "round half up: floor(fraction * n + 1/2)",
-            },
+            "threat_model": threat.summary(),
             "data_note": data.note,
         }
     )
@@ -269,23 +258,6 @@ def record_skipped(output_dir: Path, cfg: DictConfig, reason: str) -> None:
     atomic_write_text(output_dir / "skipped.json", json.dumps(payload, indent=2) + "\n")
 
 
-def _attack_parameters(attack: dict[str, Any]) -> dict[str, Any]:
-    """The attack's own settings (ALIE's z and sign, a trigger, a boost) for the summary."""
-    part = attack.get("craft") or attack.get("poison") or {}
-    params = {k: v for k, v in part.items() if not k.startswith("_")}
-    if attack.get("name") == "alie":
-        params["form"] = "mu - z * sigma (Baruch et al.: the paper's sign)"
-    return params
-
-
-def _attack_site(cfg: DictConfig) -> str:
-    if cfg.attack.craft is not None:
-        return "server-side colluding adversary, between replies and aggregation"
-    if cfg.attack.poison is not None:
-        return "inside the malicious clients"
-    return "none"
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=CONFIG_NAME)
 def hydra_main(cfg: DictConfig) -> float | None:
     """Hydra's task function: one run, with errors turned into one clear line."""
@@ -326,9 +298,20 @@ def hydra_main(cfg: DictConfig) -> float | None:
     return summary["final_accuracy"]
 
 
+def normalise(args: Sequence[str]) -> list[str]:
+    """``+experiment=X`` (the first release's spelling) is ``experiment=X``: the primary
+    config's defaults list holds ``experiment: null`` (and ``debug: null``)."""
+    return [arg[1:] if arg.startswith(("+experiment=", "+debug=")) else arg for arg in args]
+
+
 def cli(argv: Sequence[str] | None = None) -> None:
     """Console script ``oleander``: check the overrides, then hand over to Hydra."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = normalise(sys.argv[1:] if argv is None else argv)
+    if any(arg in ("-h", "--help") for arg in args):
+        from simulator.usage import help_text
+
+        print(help_text(Path(CONFIG_DIR)))
+        return
     preflight(args)
     sys.argv = [sys.argv[0], *args]
     hydra_main()

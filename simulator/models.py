@@ -69,7 +69,7 @@ class LogisticRegression(nn.Module):
     are easiest to study; it has ``C*H*W*K + K`` parameters.
     """
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, name: str = "logreg") -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
         super().__init__()
         self.check_input(input_shape)
         shape = _as_shape("logreg", input_shape)
@@ -101,8 +101,6 @@ class MLP(nn.Module):
         Number of output logits.
     hidden : Sequence[int] (default: (64,))
         Width of each hidden layer; empty gives logistic regression.
-    name : str (default: "mlp")
-        Ignored; Hydra configs carry it.
     """
 
     def __init__(
@@ -110,7 +108,6 @@ class MLP(nn.Module):
         input_shape: Sequence[int],
         num_classes: int,
         hidden: Sequence[int] = (64,),
-        name: str = "mlp",
     ) -> None:
         super().__init__()
         self.check_input(input_shape)
@@ -150,9 +147,7 @@ class FLTrustCNN(nn.Module):
 
     INPUT_SHAPE = (1, 28, 28)
 
-    def __init__(
-        self, input_shape: Sequence[int], num_classes: int, name: str = "fltrust_cnn"
-    ) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
         super().__init__()
         self.check_input(input_shape)
         self.input_shape = self.INPUT_SHAPE
@@ -192,9 +187,7 @@ class CifarCNN(nn.Module):
 
     INPUT_SHAPE = (3, 32, 32)
 
-    def __init__(
-        self, input_shape: Sequence[int], num_classes: int, name: str = "cifar_cnn"
-    ) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
         super().__init__()
         self.check_input(input_shape)
         self.input_shape = self.INPUT_SHAPE

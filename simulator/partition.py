@@ -12,17 +12,14 @@ value and the constraint), so a config is checked before any data loads.
 
 from __future__ import annotations
 
-import math
-import operator
 import warnings
-import zlib
-from typing import Any
 
 import datasets
 import numpy as np
 
+from simulator.checks import check_bool, check_float, check_int
 from simulator.lazy_imports import defer_flwr_datasets_plotting
-from simulator.seeding import derive_seed
+from simulator.seeding import Stream, derive_seed
 
 defer_flwr_datasets_plotting()
 
@@ -42,66 +39,18 @@ __all__ = [
 ]
 
 
-def _key(text: str) -> int:
-    """A fixed stream key for ``derive_seed``, so partitioning never shares a stream with
-    draws keyed by small integers such as ``(seed, round, client id)``."""
-    return zlib.crc32(text.encode())
-
-
-_SHUFFLE_KEY = _key("partition.shuffle")
-_DIRICHLET_KEY = _key("partition.dirichlet")
-_SHARD_KEY = _key("partition.shard")
-_BIAS_KEY = _key("partition.bias")
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _check_int(key: str, value: Any, minimum: int) -> int:
-    """Return ``value`` as a Python int, or raise ``ValueError`` naming ``partition.<key>``."""
-    if isinstance(value, bool):
-        raise ValueError(f"partition.{key}={value!r}: must be an integer >= {minimum}")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise ValueError(f"partition.{key}={value!r}: must be an integer >= {minimum}") from None
-    if number < minimum:
-        raise ValueError(f"partition.{key}={value!r}: must be an integer >= {minimum}")
-    return number
-
-
-def _check_float(key: str, value: Any) -> float:
-    """Return ``value`` as a finite float, or raise ``ValueError`` naming ``partition.<key>``."""
-    if isinstance(value, bool):
-        raise ValueError(f"partition.{key}={value!r}: must be a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"partition.{key}={value!r}: must be a number") from None
-    if not math.isfinite(number):
-        raise ValueError(f"partition.{key}={value!r}: must be finite")
-    return number
-
-
-def _check_bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise ValueError(f"partition.{key}={value!r}: must be true or false")
-    return bool(value)
-
-
 # --------------------------------------------------------------------------- factories
 
 
-def iid(num_partitions: int, seed: int, *, name: str = "iid") -> Partitioner:
+def iid(num_partitions: int, seed: int) -> Partitioner:
     """Uniformly random, equal-size partitions (sizes differ by at most one).
 
     flwr-datasets' ``IidPartitioner`` cuts the data set into contiguous chunks and has no
     seed of its own: ``partition_indices`` shuffles the rows first, which is what makes it
-    random. ``seed`` is accepted so every factory has the same call signature; ``name`` is
-    the config's label and is ignored.
+    random. ``seed`` is accepted so every factory has the same call signature.
     """
-    del seed, name
-    return IidPartitioner(num_partitions=_check_int("num_partitions", num_partitions, 1))
+    del seed
+    return IidPartitioner(num_partitions=check_int("num_partitions", num_partitions, 1))
 
 
 def dirichlet(
@@ -110,8 +59,6 @@ def dirichlet(
     alpha: float = 0.5,
     min_partition_size: int = 2,
     self_balancing: bool = False,
-    *,
-    name: str = "dirichlet",
 ) -> Partitioner:
     """Label-skewed partitions: each class is split among clients by proportions ~ Dir(alpha).
 
@@ -132,23 +79,20 @@ def dirichlet(
     self_balancing : bool (default: False)
         Stop giving a client more examples once it holds more than the average (the
         original paper's code does this; it is not in the paper).
-    name : str
-        The config's label; ignored.
     """
-    del name
-    num_partitions = _check_int("num_partitions", num_partitions, 1)
-    alpha = _check_float("alpha", alpha)
+    num_partitions = check_int("num_partitions", num_partitions, 1)
+    alpha = check_float("alpha", alpha)
     if alpha <= 0:
-        raise ValueError(f"partition.alpha={alpha!r}: must be > 0")
-    min_partition_size = _check_int("min_partition_size", min_partition_size, 0)
+        raise ValueError(f"alpha={alpha!r}: must be > 0")
+    min_partition_size = check_int("min_partition_size", min_partition_size, 0)
     return DirichletPartitioner(
         num_partitions=num_partitions,
         partition_by="label",
         alpha=alpha,
         min_partition_size=min_partition_size,
-        self_balancing=_check_bool("self_balancing", self_balancing),
+        self_balancing=check_bool("self_balancing", self_balancing),
         shuffle=True,
-        seed=derive_seed(seed, _DIRICHLET_KEY),
+        seed=derive_seed(seed, Stream.DIRICHLET),
     )
 
 
@@ -157,8 +101,6 @@ def shard(
     seed: int,
     num_shards_per_partition: int | None = 2,
     shard_size: int | None = None,
-    *,
-    name: str = "shard",
 ) -> Partitioner:
     """Pathological non-IID split of McMahan et al. 2017, as flwr-datasets defines it.
 
@@ -180,21 +122,17 @@ def shard(
         Shards per client (McMahan et al.: 2 shards of 300 MNIST images, 100 clients).
     shard_size : int | None (default: None)
         Rows per shard; derived from the data set size when None.
-    name : str
-        The config's label; ignored.
     """
-    del name
-    num_partitions = _check_int("num_partitions", num_partitions, 1)
+    num_partitions = check_int("num_partitions", num_partitions, 1)
     if num_shards_per_partition is not None:
-        num_shards_per_partition = _check_int(
+        num_shards_per_partition = check_int(
             "num_shards_per_partition", num_shards_per_partition, 1
         )
     if shard_size is not None:
-        shard_size = _check_int("shard_size", shard_size, 1)
+        shard_size = check_int("shard_size", shard_size, 1)
     if num_shards_per_partition is None and shard_size is None:
         raise ValueError(
-            "partition.num_shards_per_partition=None and partition.shard_size=None: "
-            "at least one of them must be set"
+            "num_shards_per_partition=None and shard_size=None: at least one of them must be set"
         )
     return ShardPartitioner(
         num_partitions=num_partitions,
@@ -202,7 +140,7 @@ def shard(
         num_shards_per_partition=num_shards_per_partition,
         shard_size=shard_size,
         shuffle=True,
-        seed=derive_seed(seed, _SHARD_KEY),
+        seed=derive_seed(seed, Stream.SHARD),
     )
 
 
@@ -234,8 +172,6 @@ class BiasPartitioner(Partitioner):
         C; labels must be integers in [0, C). When None, C = max label + 1.
     partition_by : str (default: "label")
         Label column of the data set.
-    name : str
-        The config's label; ignored.
     """
 
     def __init__(
@@ -245,22 +181,19 @@ class BiasPartitioner(Partitioner):
         bias: float = 0.5,
         num_classes: int | None = None,
         partition_by: str = "label",
-        *,
-        name: str = "bias",
     ) -> None:
         super().__init__()
-        del name
-        self._num_partitions = _check_int("num_partitions", num_partitions, 1)
+        self._num_partitions = check_int("num_partitions", num_partitions, 1)
         self._seed = int(seed)
-        self._bias = _check_float("bias", bias)
+        self._bias = check_float("bias", bias)
         if not 0.0 <= self._bias <= 1.0:
-            raise ValueError(f"partition.bias={bias!r}: must be in [0, 1]")
+            raise ValueError(f"bias={bias!r}: must be in [0, 1]")
         self._num_classes = None
         if num_classes is not None:
-            self._num_classes = _check_int("num_classes", num_classes, 1)
+            self._num_classes = check_int("num_classes", num_classes, 1)
             self._check_enough_partitions(self._num_classes)
         if not isinstance(partition_by, str) or not partition_by:
-            raise ValueError(f"partition.partition_by={partition_by!r}: must be a column name")
+            raise ValueError(f"partition_by={partition_by!r}: must be a column name")
         self._partition_by = partition_by
         self._partition_to_indices: list[np.ndarray] | None = None
         self._groups: np.ndarray | None = None
@@ -318,12 +251,12 @@ class BiasPartitioner(Partitioner):
             self._check_enough_partitions(num_classes)
         elif labels.size and labels.max() >= num_classes:
             raise ValueError(
-                f"partition.num_classes={num_classes}: found label {labels.max()}, "
+                f"num_classes={num_classes}: found label {labels.max()}, "
                 f"labels must be in [0, {num_classes})"
             )
 
         n = labels.shape[0]
-        rng = np.random.default_rng(derive_seed(self._seed, _BIAS_KEY))
+        rng = np.random.default_rng(derive_seed(self._seed, Stream.BIAS))
         # Groups of clients, one per class: sizes differ by at most one.
         group_sizes = np.full(num_classes, self._num_partitions // num_classes, dtype=np.int64)
         group_sizes[: self._num_partitions % num_classes] += 1
@@ -348,7 +281,7 @@ class BiasPartitioner(Partitioner):
     def _check_enough_partitions(self, num_classes: int) -> None:
         if self._num_partitions < num_classes:
             raise ValueError(
-                f"partition.num_partitions={self._num_partitions}: the bias split needs at "
+                f"num_partitions={self._num_partitions}: the bias split needs at "
                 f"least one client per class group, i.e. >= num_classes={num_classes}"
             )
 
@@ -387,7 +320,7 @@ def partition_indices(labels: np.ndarray, partitioner: Partitioner, seed: int) -
     if labels.ndim != 1:
         raise ValueError(f"labels must be one-dimensional, got shape {labels.shape}")
     n = labels.shape[0]
-    order = np.random.default_rng(derive_seed(seed, _SHUFFLE_KEY)).permutation(n)
+    order = np.random.default_rng(derive_seed(seed, Stream.PARTITION_SHUFFLE)).permutation(n)
     table = datasets.Dataset.from_dict(
         {"label": labels[order].astype(np.int64), "idx": order.astype(np.int64)}
     )

@@ -15,10 +15,9 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from strategies.flower import RoundReport
+from typing import Any, Protocol
 
 ROUND_COLUMNS = (
     "round",
@@ -51,19 +50,62 @@ CLIENT_COLUMNS = (
 FLAGGED_WEIGHT = 1e-12
 
 
+@dataclass
+class RoundReport:
+    """What one round's aggregation saw and did, for ``clients.csv`` and ``rounds.csv``."""
+
+    server_round: int
+    sampled: list[int]
+    client_ids: list[int] = field(default_factory=list)  # accepted rows, ascending id
+    num_examples: list[int] = field(default_factory=list)
+    train_losses: list[float] = field(default_factory=list)
+    update_norms: list[float] = field(default_factory=list)
+    weights: list[float] | None = None
+    failures: dict[int, str] = field(default_factory=dict)  # client id -> error reason
+    rejected: dict[int, str] = field(default_factory=dict)  # client id -> why
+    # client id -> the detector that flagged it; None where no detector ran
+    flagged: dict[int, str] | None = None
+    aggregation_seconds: float = 0.0
+    note: str = ""
+    attack_failed: bool = False
+
+    def add_note(self, text: str) -> None:
+        self.note = f"{self.note}; {text}" if self.note else text
+
+    @property
+    def train_loss(self) -> float:
+        """Example-weighted mean training loss over the accepted replies (NaN if none)."""
+        total = sum(self.num_examples)
+        if not total:
+            return float("nan")
+        pairs = zip(self.num_examples, self.train_losses, strict=True)
+        return sum(n * loss for n, loss in pairs) / total
+
+
+class RoundObserver(Protocol):
+    """Receives what the strategy saw each round (``RunRecorder`` implements it)."""
+
+    def on_round_start(self, server_round: int) -> None: ...
+
+    def on_aggregated(self, report: RoundReport) -> None: ...
+
+
 def detection(report: RoundReport, malicious: frozenset[int]) -> tuple[float, float]:
     """Precision and recall of "flagged" against the malicious clients of the round.
 
-    Flagged: rejected (non-finite or malformed), or given weight 0 by the rule (Krum's
-    unselected, FLTrust's zero trust). Only defined where the rule gives per-client
-    weights; NaN otherwise, and NaN for a ratio with nothing to count.
+    Flagged: rejected (non-finite or malformed), flagged by a detector, or given weight 0
+    by the rule (Krum's unselected, FLTrust's zero trust). Only defined where a detector
+    ran or the rule gives per-client weights; NaN otherwise, and NaN for a ratio with
+    nothing to count.
     """
-    if report.weights is None:
+    if report.weights is None and report.flagged is None:
         return float("nan"), float("nan")
     rejected = {c for c in report.rejected if c >= 0}  # -1: a node that is no client
-    flagged = rejected | {
-        c for c, w in zip(report.client_ids, report.weights, strict=True) if w <= FLAGGED_WEIGHT
-    }
+    flagged = rejected | set(report.flagged or ())
+    if report.weights is not None:
+        flagged |= {
+            c for c, w in zip(report.client_ids, report.weights, strict=True) if w <= FLAGGED_WEIGHT
+        }
     present = (set(report.client_ids) | rejected) & malicious
     hits = len(flagged & malicious)
     precision = hits / len(flagged) if flagged else float("nan")

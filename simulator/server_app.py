@@ -11,29 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import (
-    ArrayRecord,
-    ConfigRecord,
-    Context,
-    Message,
-    MessageType,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 from torch import nn
 
-from clients.app import CLIENT_ID_KEY
-from clients.training import evaluate, train
-from simulator import checkpoint
+from clients.training import TrainConfig, evaluate, train
+from simulator import checkpoint, protocol
+from simulator.arrays import ArrayLayout, to_array_record
 from simulator.data import DataSplit
 from simulator.interrupt import StopRequest
-from simulator.seeding import torch_generator
+from simulator.seeding import Stream, torch_generator
 
 log = logging.getLogger("oleander")
-
-ROOT_TRAIN_STREAM = 7
 
 
 class ClientDiscoveryError(RuntimeError):
@@ -53,17 +43,13 @@ def discover_clients(grid: Grid, num_clients: int, timeout: float = 300.0) -> di
                 f"only {len(nodes)} of {num_clients} client nodes connected in {timeout:.0f} s"
             )
         time.sleep(0.05)
-    messages = [
-        Message(RecordDict({"config": ConfigRecord()}), node, MessageType.QUERY) for node in nodes
-    ]
     mapping: dict[int, int] = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout):
+    for reply in grid.send_and_receive([protocol.query(node) for node in nodes], timeout=timeout):
         if reply.has_error():
             raise ClientDiscoveryError(
                 f"node {reply.metadata.src_node_id} failed to identify itself: {reply.error.reason}"
             )
-        identity = next(iter(reply.content.config_records.values()))
-        mapping[reply.metadata.src_node_id] = int(identity[CLIENT_ID_KEY])  # type: ignore[arg-type]
+        mapping[reply.metadata.src_node_id] = protocol.identity_of(reply)
     if sorted(mapping.values()) != list(range(num_clients)):
         raise ClientDiscoveryError(
             f"expected client ids 0..{num_clients - 1}, nodes answered {sorted(mapping.values())}"
@@ -72,25 +58,24 @@ def discover_clients(grid: Grid, num_clients: int, timeout: float = 300.0) -> di
 
 
 def root_update_fn(
-    model: nn.Module, root: DataSplit, train_config: ConfigRecord, seed: int, device: str
-) -> Callable[[int, ArrayRecord], torch.Tensor]:
+    model: nn.Module, root: DataSplit, config: TrainConfig, seed: int, device: str
+) -> Callable[[int, torch.Tensor | None], torch.Tensor]:
     """FLTrust's server update: the global model trained on the root set, minus the global.
 
-    The server trains as every client does (same ``train_config``), with its own seeded
-    minibatch order, on a private copy of the model.
+    The server trains as every client does (same ``config``), with its own seeded
+    minibatch order, on a private copy of the model. The result is a ``Defence`` input:
+    ``server_update(round, global_model)`` with the global model as one flat vector.
     """
-    from clients.app import parse_train_config
-    from strategies.flower import ArrayLayout
-
     server_model = copy.deepcopy(model).to(device)
-    config = parse_train_config(train_config)
+    layout = ArrayLayout.of(to_array_record(server_model.state_dict()))
 
-    def server_update(server_round: int, arrays: ArrayRecord) -> torch.Tensor:
-        layout = ArrayLayout.of(arrays)
-        server_model.load_state_dict(arrays.to_torch_state_dict())
-        generator = torch_generator(seed, ROOT_TRAIN_STREAM, server_round)
+    def server_update(server_round: int, global_model: torch.Tensor | None) -> torch.Tensor:
+        assert global_model is not None
+        server_model.load_state_dict(layout.unflatten(global_model).to_torch_state_dict())
+        generator = torch_generator(seed, Stream.ROOT_TRAIN, server_round)
         train(server_model, root.x, root.y, config, generator, device)
-        return layout.flatten(ArrayRecord(server_model.state_dict())) - layout.flatten(arrays)
+        trained = layout.flatten(to_array_record(server_model.state_dict()))
+        return trained.to(global_model.device) - global_model
 
     return server_update
 
@@ -103,7 +88,7 @@ class ServerPlan:
     test: DataSplit
     num_clients: int
     num_rounds: int
-    train_config: ConfigRecord
+    train_config: TrainConfig
     build_strategy: Callable[[dict[int, int]], Strategy]
     on_evaluated: Callable[..., None]
     device: str = "cpu"
@@ -228,6 +213,6 @@ def run_server(grid: Grid, plan: ServerPlan) -> Any:
         initial_arrays=initial,
         num_rounds=plan.num_rounds - done,
         timeout=plan.round_timeout,
-        train_config=plan.train_config,
+        train_config=protocol.train_config_record(plan.train_config),
         evaluate_fn=evaluate_fn,
     )

@@ -1,40 +1,148 @@
-"""The threat model's counts: how many clients are malicious, and what a defence is told.
+"""The threat model of a run: who is malicious, what they do, what a defence is told.
 
-One rounding rule everywhere: round half up, ``floor(fraction * n + 1/2)``. With all
-clients training every round, the number of attackers a rule is told (``f``) equals the
-true number of malicious clients.
+Built once from the config (``ThreatModel.from_config``) and passed as is to the
+adversary, the clients, the defence and the results, and written as is into
+``summary.json``. One rounding rule everywhere: round half up, ``floor(fraction * n + 1/2)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
-MALICIOUS_STREAM = 8
+from clients.attacks import KNOWLEDGE
+from simulator.seeding import Stream, numpy_generator
+
+ROUNDING = "round half up: floor(fraction * n + 1/2)"
+# Where an attack runs, by kind (``simulator.schema.attack_site``).
+SITES = {
+    "adversary": "server-side colluding adversary, between replies and aggregation",
+    "client": "inside the malicious clients",
+    "none": "none",
+}
 
 
 def count_for(fraction: float, n: int) -> int:
     """``round_half_up(fraction * n)``: 0.25 of 10 is 3 (2.5 rounds up), 0.2 of 10 is 2."""
-    if not 0 <= fraction < 1:
-        raise ValueError(f"malicious_fraction={fraction}: must be in [0, 1)")
     # The small epsilon keeps products such as 0.15 * 10 = 1.4999999999999998 exact.
     return math.floor(fraction * n + 0.5 + 1e-9)
 
 
-def attackers_told(num_malicious: int | None, fraction: float, clients_per_round: int) -> int:
-    """The ``f`` a rule is told: the configured value, else the expected count per round."""
-    if num_malicious is not None:
-        return int(num_malicious)
-    return count_for(fraction, clients_per_round)
+def malicious_clients(seed: int, num_clients: int, count: int) -> tuple[int, ...]:
+    """``count`` malicious client ids drawn once from the seed, ascending.
 
-
-def malicious_clients(seed: int, num_clients: int, fraction: float) -> list[int]:
-    """The malicious client ids: ``count_for(fraction, num_clients)`` drawn once from the seed.
-
-    Fixed for the whole run (the draw depends on nothing but the seed and the counts),
-    and recorded in ``summary.json``.
+    Fixed for the whole run (the draw depends on nothing but the seed and the counts).
     """
-    from simulator.seeding import numpy_generator
+    rng = numpy_generator(seed, Stream.MALICIOUS, num_clients)
+    return tuple(sorted(int(c) for c in rng.choice(num_clients, size=count, replace=False)))
 
-    count = count_for(fraction, num_clients)
-    rng = numpy_generator(seed, MALICIOUS_STREAM, num_clients)
-    return sorted(int(c) for c in rng.choice(num_clients, size=count, replace=False))
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """Who attacks, how, and what the defence is told, for one run.
+
+    Attributes
+    ----------
+    attack : str
+        The attack's name (``none`` for a clean run).
+    where : str
+        Where it runs: in the malicious clients, or in the server-side adversary.
+    knowledge : str | None
+        What a colluding adversary sees: ``partial`` (its own clients' honest updates) or
+        ``full`` (every benign update of the round); None for client-side attacks.
+    parameters : dict
+        The attack's own settings (ALIE's z and sign, a trigger, a boost).
+    malicious_fraction : float
+        The true share of all clients that are malicious.
+    num_clients : int
+        Clients in the federation.
+    malicious_clients : tuple[int, ...]
+        Their ids, drawn once from the seed.
+    num_malicious : int
+        ``len(malicious_clients)``: ``round_half_up(malicious_fraction * num_clients)``.
+    num_malicious_told : int
+        f, the number of attackers a defence is told: ``strategy.num_malicious`` when set,
+        else the expected count among the clients sampled per round.
+    fake_clients : int
+        Clients added by the attacker (none yet: room for fake-client attacks).
+    rounding : str
+        The rounding rule of every count above.
+    """
+
+    attack: str
+    where: str
+    knowledge: str | None
+    parameters: dict[str, Any]
+    malicious_fraction: float
+    num_clients: int
+    malicious_clients: tuple[int, ...]
+    num_malicious_told: int
+    fake_clients: int = 0
+    rounding: str = ROUNDING
+    num_malicious: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_malicious", len(self.malicious_clients))
+        if self.knowledge is not None and self.knowledge not in KNOWLEDGE:
+            raise ValueError(f"knowledge={self.knowledge}: must be one of {', '.join(KNOWLEDGE)}")
+
+    @property
+    def malicious(self) -> frozenset[int]:
+        return frozenset(self.malicious_clients)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        seed: int,
+        num_clients: int,
+        clients_per_round: int,
+        malicious_fraction: float,
+        num_malicious_told: int | None,
+        attack: str,
+        site: str,
+        knowledge: str | None,
+        parameters: dict[str, Any],
+    ) -> ThreatModel:
+        """The threat model of a run from its settings (``site``: a key of ``SITES``).
+
+        A colluding attack without a stated knowledge level gets ``full``.
+        """
+        count = count_for(malicious_fraction, num_clients)
+        told = num_malicious_told
+        if told is None:
+            told = count_for(malicious_fraction, clients_per_round)
+        if site == "adversary" and knowledge is None:
+            knowledge = "full"
+        return cls(
+            attack=attack,
+            where=SITES[site],
+            knowledge=knowledge,
+            parameters=dict(parameters),
+            malicious_fraction=malicious_fraction,
+            num_clients=num_clients,
+            malicious_clients=malicious_clients(seed, num_clients, count),
+            num_malicious_told=int(told),
+        )
+
+    @classmethod
+    def clean(cls, num_clients: int) -> ThreatModel:
+        """No attack: every one of ``num_clients`` clients is honest."""
+        return cls(
+            attack="none",
+            where=SITES["none"],
+            knowledge=None,
+            parameters={},
+            malicious_fraction=0.0,
+            num_clients=num_clients,
+            malicious_clients=(),
+            num_malicious_told=0,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The threat model as ``summary.json`` records it."""
+        record = dataclasses.asdict(self)
+        record["malicious_clients"] = list(self.malicious_clients)
+        return record

@@ -7,6 +7,7 @@ from numbers import Integral, Real
 import torch
 
 from strategies.base import Aggregate, check_updates
+from strategies.state import StageState
 
 
 def _clip_factors(norms: torch.Tensor, bound: float) -> torch.Tensor:
@@ -28,8 +29,8 @@ def centered_clipping(
         v <- v + (1/n) sum_i clip_tau(x_i - v),    clip_tau(y) = y * min(1, tau / ||y||)
 
     repeated L times from ``v = center``. The published settings are tau=100, L=1 (CIFAR)
-    and tau=10, L=3 (MNIST); the paper's center is the server momentum, and Oleander's
-    strategy passes the previous round's aggregate (zero in round 1).
+    and tau=10, L=3 (MNIST); the paper's center is the server momentum; Oleander's stage
+    ``CenteredClipping`` passes the previous round's aggregate (zero in round 1).
 
     Why: each client moves ``v`` by at most ``tau / n`` per iteration, however large its
     update, so f malicious clients move it about ``L f tau / n`` at most from where the
@@ -83,6 +84,34 @@ def centered_clipping(
         scale = scale.to(torch.float64)
         share = (1.0 - scale.mean()) * share + scale / n
     return Aggregate(update=v, weights=share.to(updates.dtype))
+
+
+class CenteredClipping:
+    """``centered_clipping`` around the previous round's aggregate, kept in the defence state.
+
+    The stage the ``centered_clipping`` strategy runs: the center is the aggregate of the
+    last round whose aggregate was accepted (zero before the first), stored as the stage's
+    ``center`` entry, so a checkpoint keeps it and a resumed run continues from it.
+
+    Parameters
+    ----------
+    tau : float
+        Clipping radius, > 0.
+    iterations : int (default: 1)
+        L, the number of clipping steps, >= 1.
+    """
+
+    def __init__(self, tau: float, iterations: int = 1) -> None:
+        self.tau = tau
+        self.iterations = iterations
+        self.name = "centered_clipping"
+
+    def __call__(self, updates: torch.Tensor, *, state: StageState) -> Aggregate:
+        result = centered_clipping(
+            updates, tau=self.tau, iterations=self.iterations, center=state.get("center")
+        )
+        state.set("center", result.update.detach())
+        return result
 
 
 def norm_bound(updates: torch.Tensor, max_norm: float) -> Aggregate:

@@ -8,11 +8,9 @@ comes only from a ``generator`` keyword.
 """
 
 from clients.attacks.alie import alie, alie_z
-from clients.attacks.basic import gaussian, nan, scaling, sign_flip
+from clients.attacks.basic import KNOWLEDGE, gaussian, nan, scaling, sign_flip
 from clients.attacks.fang import (
-    FANG_ATTACKS,
     FangKrumSearch,
-    fang,
     fang_krum,
     fang_krum_lambda_bound,
     fang_krum_search,
@@ -23,11 +21,10 @@ from clients.attacks.ipm import ipm
 from clients.attacks.minmax import halving_search, minmax, minmax_gamma, minsum, minsum_gamma
 
 __all__ = [
-    "FANG_ATTACKS",
+    "KNOWLEDGE",
     "FangKrumSearch",
     "alie",
     "alie_z",
-    "fang",
     "fang_krum",
     "fang_krum_lambda_bound",
     "fang_krum_search",

@@ -24,6 +24,10 @@ from collections.abc import Callable
 
 import torch
 
+# What a colluding adversary sees: "partial", its own clients' honest updates; "full",
+# every benign update of the round.
+KNOWLEDGE = ("partial", "full")
+
 
 def check_count(name: str, value: object) -> int:
     """Return ``value`` as an int; ``ValueError`` unless it is an integer >= 0."""

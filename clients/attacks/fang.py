@@ -19,20 +19,16 @@ Federated Learning", USENIX Security 2020 (arXiv:1911.11815).
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 
 import torch
 
+from clients.attacks.basic import KNOWLEDGE
 from strategies.base import Aggregate, pairwise_sq_distances
 from strategies.krum import krum
-
-KNOWLEDGE = ("full", "partial")
-
 
 # ---------------------------------------------------------------------------------------
 # input checks (one-line ValueErrors naming the values)
@@ -486,55 +482,3 @@ def fang_trimmed_mean(
     values = (low + u * (high - low)).clamp(min=low, max=high)  # shape: (f, d)
     # rounding to a narrower dtype is monotone, so the values stay in the rounded interval
     return values.to(benign.dtype)
-
-
-# ---------------------------------------------------------------------------------------
-# selection by the rule attacked
-# ---------------------------------------------------------------------------------------
-
-FANG_ATTACKS: Mapping[str, Callable[..., torch.Tensor]] = MappingProxyType(
-    {
-        "krum": fang_krum,
-        "trimmed_mean": fang_trimmed_mean,
-        "median": fang_trimmed_mean,  # the paper attacks the median with the same attack
-    }
-)
-
-
-def fang(
-    benign: torch.Tensor,
-    num_malicious: int,
-    num_clients: int,
-    *,
-    own: torch.Tensor | None = None,
-    rule: str = "krum",
-    **params: object,
-) -> torch.Tensor:
-    """Fang's attack tailored to ``rule``: ``fang_krum`` or ``fang_trimmed_mean``.
-
-    ``rule`` is looked up in ``FANG_ATTACKS`` (``"krum"``, ``"trimmed_mean"``, ``"median"``;
-    the median uses the trimmed-mean attack, as the paper does); ``params`` (``knowledge``,
-    ``generator``, ``epsilon``, ``b``, ...) go to the selected attack unchanged; a parameter
-    the selected attack does not take raises ``ValueError``.
-
-    Parameters
-    ----------
-    benign, num_malicious, num_clients, own
-        As in ``fang_krum`` / ``fang_trimmed_mean``.
-    rule : str (default: "krum")
-        The aggregation rule the attack targets.
-    **params
-        Keyword arguments of the selected attack.
-
-    Returns
-    -------
-    torch.Tensor
-        Shape ``(num_malicious, d)`` in ``benign``'s dtype and device.
-    """
-    attack = FANG_ATTACKS.get(rule) if isinstance(rule, str) else None
-    if attack is None:
-        raise ValueError(f"unknown Fang rule {rule!r}; valid: {sorted(FANG_ATTACKS)}")
-    unknown = sorted(set(params) - set(inspect.signature(attack).parameters))
-    if unknown:
-        raise ValueError(f"Fang's attack on {rule} takes no parameter(s) {unknown}")
-    return attack(benign, num_malicious, num_clients, own=own, **params)

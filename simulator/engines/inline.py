@@ -28,13 +28,12 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
-from simulator.config import COHORT_MODES
+from simulator.protocol import node_config
+from simulator.schema import COHORT_MODES
 from simulator.seeding import derive_seed
 
 log = logging.getLogger("oleander")
 
-PARTITION_ID_KEY = "partition-id"
-NUM_PARTITIONS_KEY = "num-partitions"
 SERVER_NODE_ID = 1  # flwr.common.constant.SUPERLINK_NODE_ID
 SERVER_TASK_ID = 1
 MAX_POOL_RESTARTS = 3
@@ -171,7 +170,7 @@ class InlineGrid(Grid):
             node: Context(
                 run_id=run_id,
                 node_id=node,
-                node_config={PARTITION_ID_KEY: pid, NUM_PARTITIONS_KEY: num_clients},
+                node_config=node_config(pid, num_clients),
                 state=RecordDict(),
                 run_config={},
             )
@@ -282,12 +281,11 @@ class InlineEngine:
         supports, "never" not at all. The numbers agree to floating-point rounding either way.
     """
 
-    def __init__(self, name: str = "inline", workers: int = 0, cohort: str = "auto") -> None:
+    def __init__(self, workers: int = 0, cohort: str = "auto") -> None:
         if workers < 0:
-            raise ValueError(f"engine.workers={workers}: must be >= 0")
+            raise ValueError(f"workers={workers}: must be >= 0")
         if cohort not in COHORT_MODES:
-            raise ValueError(f"engine.cohort={cohort!r}: must be one of {', '.join(COHORT_MODES)}")
-        self.name = name
+            raise ValueError(f"cohort={cohort!r}: must be one of {', '.join(COHORT_MODES)}")
         self.workers = workers
         self.cohort = cohort
 

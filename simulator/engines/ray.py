@@ -34,17 +34,15 @@ class RayEngine:
 
     def __init__(
         self,
-        name: str = "ray",
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
         address: str | None = None,
         init_args: dict[str, Any] | None = None,
     ) -> None:
         if num_cpus <= 0:
-            raise ValueError(f"engine.num_cpus={num_cpus}: must be > 0")
+            raise ValueError(f"num_cpus={num_cpus}: must be > 0")
         if num_gpus < 0:
-            raise ValueError(f"engine.num_gpus={num_gpus}: must be >= 0")
-        self.name = name
+            raise ValueError(f"num_gpus={num_gpus}: must be >= 0")
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.address = address

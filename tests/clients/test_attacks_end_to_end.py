@@ -34,7 +34,7 @@ def test_sign_flip_at_20_percent_breaks_fedavg_but_not_median(tmp_path: Path) ->
 
 def test_boosted_backdoor_succeeds_on_fedavg_and_fails_on_fltrust(tmp_path: Path) -> None:
     # One attacker of ten boosting by the number of clients: model replacement.
-    attack = ("attack=backdoor", "malicious_fraction=0.1", "attack.poison.boost=10",
+    attack = ("attack=backdoor", "malicious_fraction=0.1", "attack.boost=10",
               "num_rounds=8")  # fmt: skip
     fedavg, _ = _run(tmp_path / "fedavg", *attack)
     fltrust, _ = _run(tmp_path / "fltrust", *attack, "strategy=fltrust")
@@ -77,7 +77,7 @@ def test_nonfinite_updates_are_rejected_on_every_rule(tmp_path: Path) -> None:
 # f=4, too small to show in 3 rounds.
 EFFECTS = {
     # attack: (rule, malicious fraction, extra overrides, metric, margin)
-    "alie": ("median", 0.4, ("attack.craft.z=1.5",), "loss", 0.07),  # 0.884 vs 0.746
+    "alie": ("median", 0.4, ("attack.z=1.5",), "loss", 0.07),  # 0.884 vs 0.746
     "ipm": ("fedavg", 0.2, (), "loss", 0.12),  # 0.989 vs 0.731
     "minmax": ("median", 0.4, (), "loss", 0.1),  # 0.960 vs 0.746
     "minsum": ("median", 0.4, (), "loss", 0.09),  # 0.925 vs 0.746
@@ -134,8 +134,8 @@ def test_fang_attacks_hurt_the_rules_they_target(tmp_path: Path, clean_run) -> N
 
 
 def test_targeted_label_flip_raises_the_attack_success_rate(tmp_path: Path, clean_run) -> None:
-    flip = ("strategy=fedavg", "attack=label_flip", "attack.poison.source=1",
-            "attack.poison.target=7")  # fmt: skip
+    flip = ("strategy=fedavg", "attack=label_flip", "attack.source=1",
+            "attack.target=7")  # fmt: skip
     # The baseline: the same attack with no malicious client, the clean run (same model as
     # without an attack) with the success rate recorded.
     clean, clean_rows = _run(tmp_path / "clean", *flip, "malicious_fraction=0")

@@ -17,8 +17,6 @@ import pytest
 import torch
 
 from clients.attacks.fang import (
-    FANG_ATTACKS,
-    fang,
     fang_krum,
     fang_krum_lambda_bound,
     fang_krum_search,
@@ -269,27 +267,6 @@ def test_trimmed_mean_partial_knowledge_intervals() -> None:
     assert torch.equal(crafted, again)
 
 
-def test_rule_registry_and_median_alias() -> None:
-    benign = four_case_benign(d=20)
-    f, n = 3, 18
-    assert FANG_ATTACKS["median"] is fang_trimmed_mean
-    assert FANG_ATTACKS["trimmed_mean"] is fang_trimmed_mean
-    assert FANG_ATTACKS["krum"] is fang_krum
-    direct = fang_trimmed_mean(benign, f, n, generator=gen(8))
-    assert torch.equal(fang(benign, f, n, rule="median", generator=gen(8)), direct)
-    assert torch.equal(fang(benign, f, n, rule="trimmed_mean", generator=gen(8)), direct)
-    assert torch.equal(
-        fang(benign, f, n, rule="krum", generator=gen(8)), fang_krum(benign, f, n, generator=gen(8))
-    )
-    assert torch.equal(
-        fang(benign, f, n, generator=gen(8)), fang_krum(benign, f, n, generator=gen(8))
-    )
-    with pytest.raises(ValueError, match="unknown Fang rule 'bulyan'"):
-        fang(benign, f, n, rule="bulyan", generator=gen(8))
-    with pytest.raises(ValueError, match=r"no parameter\(s\) \['epsilon'\]"):
-        fang(benign, f, n, rule="median", generator=gen(8), epsilon=0.1)
-
-
 @pytest.mark.parametrize("knowledge", ["full", "partial"])
 def test_trimmed_mean_and_median_move_against_s(knowledge: str) -> None:
     k, f, d = 20, 5, 300
@@ -317,7 +294,7 @@ def test_trimmed_mean_and_median_move_against_s(knowledge: str) -> None:
 ATTACKS = {
     "krum": functools.partial(fang_krum, generator=gen(0)),
     "trimmed_mean": functools.partial(fang_trimmed_mean, generator=gen(0)),
-    "median": functools.partial(fang, rule="median", generator=gen(0)),
+    "median": functools.partial(fang_trimmed_mean, generator=gen(0)),
 }
 
 
@@ -370,7 +347,6 @@ BAD_CALLS = [
         lambda: fang_trimmed_mean(torch.ones(1, 2), 1, 9, knowledge="partial", generator=gen(0)),
         ">= 2 known updates for sigma, got 1",
     ),
-    (lambda: fang(torch.ones(6, 2), 1, 7, rule=None), "unknown Fang rule None"),
 ]
 
 

@@ -47,13 +47,13 @@ CONFIGS: dict[str, tuple[str, ...]] = {
     ),
     "fltrust_backdoor_boost": (
         "strategy=fltrust", "attack=backdoor", "malicious_fraction=0.2",
-        "attack.poison.boost=5",
+        "attack.boost=5",
     ),
     "fedavg_backdoor": ("attack=backdoor", "malicious_fraction=0.1"),
     "fedavg_label_flip": ("attack=label_flip", "malicious_fraction=0.3"),
     "median_label_flip_targeted": (
-        "strategy=median", "attack=label_flip", "attack.poison.source=1",
-        "attack.poison.target=7", "malicious_fraction=0.3",
+        "strategy=median", "attack=label_flip", "attack.source=1",
+        "attack.target=7", "malicious_fraction=0.3",
     ),
     "fedavg_nonfinite": ("attack=nonfinite", "malicious_fraction=0.2"),
     "median_nnm_alie_full": (
@@ -65,19 +65,19 @@ CONFIGS: dict[str, tuple[str, ...]] = {
     ),
     "trimmed_mean_sampling_ipm": (
         "strategy=trimmed_mean", "num_clients=20", "clients_per_round=8", "attack=ipm",
-        "attack.craft.epsilon=2", "malicious_fraction=0.2",
+        "attack.epsilon=2", "malicious_fraction=0.2",
     ),
     "centered_clipping_sampling": (
         "strategy=centered_clipping", "num_clients=20", "clients_per_round=6",
-        "attack=sign_flip", "malicious_fraction=0.1", "strategy.rule.tau=0.5",
+        "attack=sign_flip", "malicious_fraction=0.1", "strategy.tau=0.5",
     ),
     "median_faults": ("strategy=median", "faults.client_failure_rate=0.2"),
     "fedavg_gaussian_fang_server_lr": (
-        "attack=gaussian", "attack.craft.variant=fang", "malicious_fraction=0.2",
+        "attack=gaussian", "attack.variant=fang", "malicious_fraction=0.2",
         "strategy.server_lr=0.5",
     ),
     "multikrum_minmax_unit": (
-        "strategy=multikrum", "attack=minmax", "attack.craft.perturbation=unit",
+        "strategy=multikrum", "attack=minmax", "attack.perturbation=unit",
         "malicious_fraction=0.2", "strategy.num_malicious=3",
     ),
     "fltrust_dirichlet": ("strategy=fltrust", "partition=dirichlet", "num_clients=8"),

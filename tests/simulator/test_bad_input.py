@@ -24,8 +24,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf
 
+from simulator.components import attack_site
 from simulator.main import cli
-from simulator.preflight import CONFIG_DIR, preflight
+from simulator.preflight import preflight
+from simulator.schema import build
 from tests.conftest import compose_config, group_entries
 
 
@@ -46,17 +48,17 @@ def checks(max_examples: int) -> settings:
     )
 
 
-GROUPS = ("dataset", "partition", "model", "strategy", "pre", "attack", "engine")
+GROUPS = ("dataset", "partition", "model", "strategy", "pre", "detect", "attack", "engine")
 OPTIONS = {group: group_entries(group) for group in GROUPS}
 DEFAULT = compose_config()
 # The training examples of the default data set (digits, test_fraction 0.25): neither the
 # clients nor a root set can number more.
 DIGITS_TRAIN = int(instantiate(DEFAULT.dataset).load(DEFAULT.seed).train.y.shape[0])
 DEFAULT_N = int(DEFAULT.clients_per_round)
-COLLUDING = tuple(  # attacks computed by the server-side adversary (attack.craft)
+COLLUDING = tuple(  # attacks computed by the server-side adversary
     entry
     for entry in OPTIONS["attack"]
-    if OmegaConf.load(Path(CONFIG_DIR) / "attack" / f"{entry}.yaml").get("craft") is not None
+    if attack_site(build("attack", compose_config(f"attack={entry}").attack)) == "adversary"
 )
 IMAGE_DATASETS = tuple(entry for entry in OPTIONS["dataset"] if entry != "digits")
 RESERVED = {"true", "false", "null", "nan", "inf", "yes", "no", "on", "off", "y", "n"}
@@ -345,8 +347,8 @@ IN_GROUPS = [
         setups=tuple((f"attack={attack}",) for attack in COLLUDING),
     ),
     # An attack's own parameters (checked by running the attack once on stand-in updates).
-    Knob("attack.craft.scale", "float", None, setup=("attack=sign_flip",)),
-    Knob("attack.craft.epsilon", "float", None, setup=("attack=ipm",)),
+    Knob("attack.scale", "float", None, setup=("attack=sign_flip",)),
+    Knob("attack.epsilon", "float", None, setup=("attack=ipm",)),
 ]
 KNOBS = st.sampled_from(TOP_LEVEL + IN_GROUPS)
 
@@ -375,7 +377,7 @@ def unknown_group_option_cases(draw: st.DrawFn) -> Case:
             identifiers.filter(lambda s: s not in options),
             st.sampled_from(["null", "true", "1", "1.5", "[]", f"{options[0]}x"]),
             # A list picks several entries of a group; each of these groups takes one.
-            st.lists(st.sampled_from(options), min_size=2, max_size=3, unique=True).map(
+            st.lists(st.sampled_from(options), min_size=2, max_size=3).map(
                 lambda xs: "[" + ",".join(xs) + "]"
             ),
         )
@@ -439,12 +441,12 @@ def rule_parameter_cases(draw: st.DrawFn) -> Case:
     """A rule's (or pre-aggregation's) own parameter outside its range."""
     n = DEFAULT_N
     options = [
-        ("strategy=trimmed_mean", "strategy.rule.beta", floats(high=NEGATIVE) | floats(0.5)),
-        ("strategy=centered_clipping", "strategy.rule.tau", floats(high=0.0)),
-        ("strategy=centered_clipping", "strategy.rule.iterations", ints(high=0)),
-        ("strategy=norm_bound", "strategy.rule.max_norm", floats(high=0.0)),
-        ("strategy=geometric_median", "strategy.rule.nu", floats(high=0.0)),
-        ("strategy=multikrum", "strategy.rule.num_selected", ints(high=0) | ints(n + 1, 10**6)),
+        ("strategy=trimmed_mean", "strategy.beta", floats(high=NEGATIVE) | floats(0.5)),
+        ("strategy=centered_clipping", "strategy.tau", floats(high=0.0)),
+        ("strategy=centered_clipping", "strategy.iterations", ints(high=0)),
+        ("strategy=norm_bound", "strategy.max_norm", floats(high=0.0)),
+        ("strategy=geometric_median", "strategy.nu", floats(high=0.0)),
+        ("strategy=multikrum", "strategy.num_selected", ints(high=0) | ints(n + 1, 10**6)),
         ("pre=nnm", "strategy.num_malicious", ints(n, 10**6)),  # NNM needs f < n
     ]
     setup, key, values = draw(st.sampled_from(options))
@@ -607,7 +609,7 @@ KNOWN = [
     Case(("strategy=[]",), ("strategy",), "[]"),
     Case(("+lrr=0.1",), ("lrr",), None),
     Case(("+strategy.foo=1",), ("strategy.foo", "foo"), None),
-    Case(("attack=sign_flip", "attack.craft.scale=abc"), ("attack.craft.scale", "scale"), "abc"),
+    Case(("attack=sign_flip", "attack.scale=abc"), ("attack.scale", "scale"), "abc"),
     Case(("dataset=mnist", "dataset.path=."), ("dataset.path",), "."),
     Case(("seed=1,2",), ("seed",), "1,2"),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -9,12 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
+import torch
+from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
 from simulator.config import ConfigError, validate
 from simulator.data import Mnist
 from simulator.preflight import CONFIG_DIR, _points, check_point
+from simulator.schema import build, parameters_of
+from strategies.pipeline import accepted_keywords
 from tests.conftest import compose_config, group_entries
 
 
@@ -36,7 +40,7 @@ def test_every_dataset_entry_builds(entry: str) -> None:
 def test_every_partition_entry_builds(entry: str) -> None:
     from flwr_datasets.partitioner import Partitioner
 
-    factory = instantiate(compose_config(f"partition={entry}").partition)
+    factory = build("partition", compose_config(f"partition={entry}").partition)
     partitioner = factory(num_partitions=10, seed=0)
     assert issubclass(type(partitioner), Partitioner)
 
@@ -44,34 +48,49 @@ def test_every_partition_entry_builds(entry: str) -> None:
 @pytest.mark.parametrize("entry", group_entries("model"))
 def test_every_model_entry_builds(entry: str) -> None:
     shape = {"fltrust_cnn": (1, 28, 28), "cifar_cnn": (3, 32, 32)}.get(entry, (1, 8, 8))
-    model = instantiate(compose_config(f"model={entry}").model)(input_shape=shape, num_classes=10)
+    factory = build("model", compose_config(f"model={entry}").model)
+    model = factory(input_shape=shape, num_classes=10)
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
 @pytest.mark.parametrize("entry", group_entries("strategy"))
-def test_every_strategy_entry_builds(entry: str) -> None:
-    from simulator.engines.inline import node_ids_for
+def test_every_strategy_entry_builds_a_defence_that_aggregates(entry: str) -> None:
+    from simulator.components import build_defence
 
-    nodes = node_ids_for(4, run_id=1)
-    strategy = instantiate(
-        compose_config(f"strategy={entry}").strategy,
-        node_to_client={n: i for i, n in enumerate(nodes)},
-        clients_per_round=4,
-        seed=0,
-        server_update_fn=lambda server_round, arrays: None,  # FLTrust's root-set training
-    )
-    assert strategy.name == entry
-    assert callable(strategy.rule)
+    cfg = compose_config(f"strategy={entry}")
+    inputs = {"server_update": lambda server_round, global_model: torch.ones(3)}
+    defence = build_defence(cfg, num_malicious=1, inputs=inputs)
+    assert defence.name == entry
+    updates = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
+    outcome = defence(updates, list(range(7)), server_round=1, num_examples=[1] * 7)
+    assert outcome.step is not None and outcome.step.shape == (3,), outcome.note
+    # every parameter of the entry is one its component takes (none is a setting)
+    component = get_object(cfg.strategy._target_)
+    assert set(parameters_of("strategy", cfg.strategy)) <= accepted_keywords(component)
+
+
+@pytest.mark.parametrize("group", ["pre", "detect"])
+def test_every_pre_and_detect_entry_builds(group: str) -> None:
+    for entry in group_entries(group):
+        component = build(group, compose_config(f"{group}={entry}")[group])
+        assert (component is None) == (entry == "none"), entry
 
 
 @pytest.mark.parametrize("entry", group_entries("engine"))
 def test_every_engine_entry_builds(entry: str) -> None:
-    assert instantiate(compose_config(f"engine={entry}").engine).name == entry
+    engine = build("engine", compose_config(f"engine={entry}").engine)
+    assert type(engine).__name__.lower().startswith(entry)
 
 
 @pytest.mark.parametrize("entry", group_entries("attack"))
-def test_every_attack_entry_composes(entry: str) -> None:
-    assert compose_config(f"attack={entry}").attack.name == entry
+def test_every_attack_entry_builds_where_it_runs(entry: str) -> None:
+    from simulator.components import attack_site
+
+    cfg = compose_config(f"attack={entry}")
+    assert cfg.attack.name == entry
+    site = attack_site(build("attack", cfg.attack))
+    assert site == ("none" if entry == "none" else site)
+    assert (site == "client") == (entry in ("label_flip", "backdoor"))
 
 
 @pytest.mark.parametrize(
@@ -97,7 +116,7 @@ def test_every_attack_entry_composes(entry: str) -> None:
         (["strategy=nope"], "strategy=nope: no such strategy: choose one of bulyan, "),
         (["engine=nope"], "engine=nope: no such engine"),
         (["num_client=5"], "num_client=5: no such key; did you mean num_clients?"),
-        (["strategy.server_lr=0"], "strategy.server_lr=0.0: must be a number > 0"),
+        (["strategy.server_lr=0"], "strategy.server_lr=0: must be a number > 0"),
         (["engine.workers=-2"], "engine.workers=-2: must be an integer in [0, 1024]"),
         (["engine.cohort=yes"], "engine.cohort=yes: must be one of auto, always, never"),
         (["engine=ray", "engine.num_cpus=0"], "engine.num_cpus=0.0: must be a finite number > 0"),
@@ -112,9 +131,9 @@ def test_every_attack_entry_composes(entry: str) -> None:
             "bulyan needs n >= 4f + 3, got n=10, f=3",
         ),
         (["strategy=krum", "strategy.num_malicious=4"], "krum needs n > 2f + 2, got n=10, f=4"),
-        (["strategy=trimmed_mean", "strategy.rule.beta=0.5"], "beta=0.5"),
+        (["strategy=trimmed_mean", "strategy.beta=0.5"], "beta=0.5"),
         (["strategy=fltrust", "strategy.root_size=0"], "strategy.root_size=0"),
-        (["strategy=centered_clipping", "strategy.rule.tau=-1"], "tau=-1"),
+        (["strategy=centered_clipping", "strategy.tau=-1"], "tau=-1"),
         (["pre=bucketing", "pre.bucket_size=0"], "bucket_size=0"),
         (["strategy.num_malicious=-1"], "strategy.num_malicious=-1"),
     ],
@@ -245,7 +264,7 @@ def test_rule_precondition_with_too_many_attackers_is_a_combination_error() -> N
         check_point(["strategy=bulyan", "strategy.num_malicious=3"])
     assert info.value.combination
     with pytest.raises(ConfigError) as info:
-        check_point(["strategy=trimmed_mean", "strategy.rule.beta=0.7"])
+        check_point(["strategy=trimmed_mean", "strategy.beta=0.7"])
     assert not info.value.combination
 
 
@@ -307,7 +326,7 @@ def test_structured_schema_rejects_wrong_type_at_composition() -> None:
 
 @pytest.mark.parametrize("entry", group_entries("experiment"))
 def test_every_experiment_preset_composes_and_validates(entry: str, tmp_path: Path) -> None:
-    overrides = [f"+experiment={entry}"]
+    overrides = [f"experiment={entry}"]
     if "mnist" in entry:
         # The presets name no data path; the check looks for the files, not into them.
         for name in Mnist._files:
@@ -330,3 +349,90 @@ def test_output_dir_that_cannot_be_written_is_reported_before_any_work(tmp_path:
         "(Not a directory); choose another directory"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+# Keys one level under their group; Hydra conventions -------------------------------------
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            ["strategy=trimmed_mean", "strategy.rule.beta=0.1"],
+            "strategy.rule.beta=0.1: the key is now strategy.beta",
+        ),
+        (
+            ["attack=backdoor", "attack.poison.boost=3"],
+            "attack.poison.boost=3: the key is now attack.boost",
+        ),
+        (["attack=alie", "attack.craft.z=1.5"], "attack.craft.z=1.5: the key is now attack.z"),
+        (["pre=bucketing", "pre.steps=[]"], "pre.steps=[]: pre-aggregation is chosen with pre="),
+        (
+            ["strategy=trimmed_mean", "strategy.betaa=0.1"],
+            "strategy.betaa=0.1: no such key for strategy=trimmed_mean; "
+            "did you mean strategy.beta?",
+        ),
+        (
+            ["strategy=krum", "strategy.beta=0.1"],
+            "strategy.beta=0.1: no such key for strategy=krum",
+        ),
+        (
+            ["strategy=krum", "+strategy.beta=0.1"],
+            "strategy.beta=0.1: no such key for strategy=krum",
+        ),
+        (
+            ["attack=backdoor", "malicious_fraction=0.1", "attack.boost=-3"],
+            "attack.boost=-3: must be > 0",
+        ),
+        (
+            ["attack=label_flip", "malicious_fraction=0.1", "attack.source=3"],
+            "attack.source=3, target=None: set both (targeted) or neither",
+        ),
+        (["attack.knowledge=some"], "attack.knowledge=some: must be null or one of partial, full"),
+        (["strategy.weight_by_examples=2"], "strategy.weight_by_examples=2: must be true or false"),
+    ],
+)
+def test_parameters_sit_one_level_under_their_group(override: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_point(override)
+    assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_a_parameter_reaches_its_component_under_its_own_name() -> None:
+    cfg = check_point(["strategy=trimmed_mean", "strategy.beta=0.3"])
+    rule = build("strategy", cfg.strategy)
+    assert rule.keywords == {"beta": 0.3}
+    attack = build("attack", check_point(["attack=backdoor", "attack.boost=7"]).attack)
+    assert attack.boost == 7
+
+
+def test_experiment_and_debug_need_no_plus(tmp_path: Path) -> None:
+    from simulator.main import normalise
+
+    assert compose_config("experiment=quickstart").num_rounds == 5
+    assert compose_config("debug=tiny").num_rounds == 2
+    assert normalise(["+experiment=quickstart", "+debug=tiny", "+lr=1"]) == [
+        "experiment=quickstart",
+        "debug=tiny",
+        "+lr=1",
+    ]
+    result = _oleander(tmp_path, "+experiment=quickstart", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "num_rounds: 5" in result.stdout
+
+
+def test_debug_tiny_runs_a_small_fast_run(tmp_path: Path) -> None:
+    result = _oleander(tmp_path, "debug=tiny", "progress=false")
+    assert result.returncode == 0, result.stderr
+    (summary,) = (tmp_path / "outputs" / "debug").rglob("summary.json")
+    assert json.loads(summary.read_text())["rounds"] == 2
+
+
+def test_help_lists_the_groups_and_their_options_not_hydra_internals(tmp_path: Path) -> None:
+    result = _oleander(tmp_path, "--help")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    for group in ("strategy", "attack", "pre", "detect", "experiment", "debug"):
+        assert re.search(rf"^  {group}\s", text, re.MULTILINE), group
+    assert "fedavg*" in text and "trimmed_mean" in text and "fang_mnist" in text
+    assert "schema" not in text and "powered by Hydra" not in text
+    assert "strategy.server_lr" in text and "malicious_fraction=0.0" in text
+    assert list(tmp_path.iterdir()) == []

@@ -9,11 +9,11 @@ import datasets
 import numpy as np
 import pytest
 from flwr_datasets.partitioner import Partitioner
-from hydra.utils import instantiate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.partition import BiasPartitioner, dirichlet, iid, partition_indices, shard
+from simulator.schema import build
 from tests.conftest import compose_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "partition"
@@ -150,7 +150,7 @@ def test_bias_one_over_c_is_iid() -> None:
 
 
 def test_bias_rejects_fewer_clients_than_classes() -> None:
-    with pytest.raises(ValueError, match=r"partition\.num_partitions=5"):
+    with pytest.raises(ValueError, match=r"^num_partitions=5"):
         BiasPartitioner(num_partitions=5, seed=0, num_classes=10)
     partitioner = BiasPartitioner(num_partitions=5, seed=0)  # C is read from the labels
     with pytest.raises(ValueError, match=r"num_classes=10"):
@@ -208,31 +208,31 @@ def test_empty_partition_is_reported() -> None:
 
 
 @pytest.mark.parametrize(
-    ("build", "key"),
+    ("make", "key"),
     [
-        (lambda: iid(num_partitions=0, seed=0), "partition.num_partitions=0"),
-        (lambda: iid(num_partitions=2.5, seed=0), "partition.num_partitions=2.5"),
-        (lambda: dirichlet(10, 0, alpha=-1), "partition.alpha=-1"),
-        (lambda: dirichlet(10, 0, alpha=0), "partition.alpha=0"),
-        (lambda: dirichlet(10, 0, alpha=float("nan")), "partition.alpha=nan"),
-        (lambda: dirichlet(10, 0, min_partition_size=-1), "partition.min_partition_size=-1"),
-        (lambda: dirichlet(10, 0, self_balancing="yes"), "partition.self_balancing='yes'"),
-        (lambda: shard(10, 0, num_shards_per_partition=0), "partition.num_shards_per_partition=0"),
-        (lambda: shard(10, 0, shard_size=0), "partition.shard_size=0"),
+        (lambda: iid(num_partitions=0, seed=0), "num_partitions=0"),
+        (lambda: iid(num_partitions=2.5, seed=0), "num_partitions=2.5"),
+        (lambda: dirichlet(10, 0, alpha=-1), "alpha=-1"),
+        (lambda: dirichlet(10, 0, alpha=0), "alpha=0"),
+        (lambda: dirichlet(10, 0, alpha=float("nan")), "alpha=nan"),
+        (lambda: dirichlet(10, 0, min_partition_size=-1), "min_partition_size=-1"),
+        (lambda: dirichlet(10, 0, self_balancing="yes"), "self_balancing='yes'"),
+        (lambda: shard(10, 0, num_shards_per_partition=0), "num_shards_per_partition=0"),
+        (lambda: shard(10, 0, shard_size=0), "shard_size=0"),
         (
             lambda: shard(10, 0, num_shards_per_partition=None),
-            "partition.num_shards_per_partition=None",
+            "num_shards_per_partition=None",
         ),
-        (lambda: BiasPartitioner(10, 0, bias=1.5), "partition.bias=1.5"),
-        (lambda: BiasPartitioner(10, 0, bias=-0.1), "partition.bias=-0.1"),
-        (lambda: BiasPartitioner(10, 0, bias="high"), "partition.bias='high'"),
-        (lambda: BiasPartitioner(10, 0, num_classes=0), "partition.num_classes=0"),
-        (lambda: BiasPartitioner(True, 0), "partition.num_partitions=True"),
+        (lambda: BiasPartitioner(10, 0, bias=1.5), "bias=1.5"),
+        (lambda: BiasPartitioner(10, 0, bias=-0.1), "bias=-0.1"),
+        (lambda: BiasPartitioner(10, 0, bias="high"), "bias='high'"),
+        (lambda: BiasPartitioner(10, 0, num_classes=0), "num_classes=0"),
+        (lambda: BiasPartitioner(True, 0), "num_partitions=True"),
     ],
 )
-def test_bad_parameters_name_the_key(build: Callable[[], object], key: str) -> None:
+def test_bad_parameters_name_their_own_parameter(make: Callable[[], object], key: str) -> None:
     with pytest.raises(ValueError) as info:
-        build()
+        make()
     message = str(info.value)
     assert message.startswith(key), message
     assert "\n" not in message
@@ -242,7 +242,7 @@ def test_bad_parameters_name_the_key(build: Callable[[], object], key: str) -> N
 def test_config_entries_instantiate(labels: np.ndarray, entry: str) -> None:
     cfg = compose_config(f"partition={entry}").partition
     assert cfg.name == entry
-    partitioner = instantiate(cfg)(num_partitions=10, seed=0)
+    partitioner = build("partition", cfg)(num_partitions=10, seed=0)
     assert isinstance(partitioner, Partitioner)
     parts = partition_indices(labels, partitioner, seed=0)
     assert len(parts) == 10

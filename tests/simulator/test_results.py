@@ -12,8 +12,13 @@ from typing import Any
 
 import pytest
 
-from simulator.results import CLIENT_COLUMNS, ROUND_COLUMNS, RunRecorder, atomic_write_text
-from strategies.flower import RoundReport
+from simulator.results import (
+    CLIENT_COLUMNS,
+    ROUND_COLUMNS,
+    RoundReport,
+    RunRecorder,
+    atomic_write_text,
+)
 
 
 def current_umask() -> int:

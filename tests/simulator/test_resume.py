@@ -6,9 +6,11 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 from flwr.app import Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
+from simulator import protocol
 from simulator.checkpoint import FILENAME, CheckpointError
 from simulator.main import simulate
 from tests.conftest import compose_config
@@ -23,10 +25,9 @@ class Interrupt(KeyboardInterrupt):
 
 def interrupt_at(server_round: int):
     def mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        if message.metadata.message_type == MessageType.TRAIN:
-            config = next(iter(message.content.config_records.values()))
-            if int(config["server-round"]) == server_round:
-                raise Interrupt
+        train = message.metadata.message_type == MessageType.TRAIN
+        if train and protocol.round_of(protocol.train_payload(message)[1]) == server_round:
+            raise Interrupt
         return call_next(message, context)
 
     return mod
@@ -42,10 +43,12 @@ def _metrics(path: Path) -> list[tuple[str, ...]]:
     [
         ("strategy=fedavg",),
         # centered clipping keeps state across rounds; the attack and sampling draw per round
-        ("strategy=centered_clipping", "strategy.rule.tau=1.0", "attack=alie",
+        ("strategy=centered_clipping", "strategy.tau=1.0", "attack=alie",
          "malicious_fraction=0.2", "clients_per_round=8"),
+        # FLTrust's server trains on its root set each round, seeded by the round
+        ("strategy=fltrust", "attack=sign_flip", "malicious_fraction=0.2"),
     ],
-    ids=["fedavg", "cclip-alie-sampled"],
+    ids=["fedavg", "cclip-alie-sampled", "fltrust-sign-flip"],
 )  # fmt: skip
 def test_interrupted_run_resumes_to_identical_numbers(
     tmp_path: Path, overrides: tuple[str, ...]
@@ -77,3 +80,30 @@ def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
     other = compose_config("num_clients=10", "num_rounds=3", "progress=false", "lr=0.05")
     with pytest.raises(CheckpointError, match="another configuration"):
         simulate(other, tmp_path)
+
+
+def test_the_checkpoint_holds_the_defence_state_and_the_resume_needs_it(tmp_path: Path) -> None:
+    """Centered clipping's centre is saved with the run; without it the numbers change."""
+    cfg = compose_config(
+        "num_clients=10", "num_rounds=4", "progress=false", "engine.cohort=never",
+        "strategy=centered_clipping", "strategy.tau=0.5", "attack=sign_flip",
+        "malicious_fraction=0.2",
+    )  # fmt: skip
+    simulate(cfg, tmp_path / "whole")
+    broken = tmp_path / "broken"
+    with pytest.raises(Interrupt):
+        simulate(cfg, broken, client_mods=[interrupt_at(3)])
+    saved = torch.load(broken / FILENAME, weights_only=True)
+    center = saved["strategy"]["defence"]["rule"]["shared"]["center"]
+    assert isinstance(center, torch.Tensor) and center.ndim == 1 and center.abs().sum() > 0
+
+    forgetful = tmp_path / "forgetful"
+    forgetful.mkdir()
+    saved["strategy"]["defence"]["rule"]["shared"] = {}  # as if the centre were not kept
+    torch.save(saved, forgetful / FILENAME)
+    for name in ("rounds.csv", "clients.csv"):
+        (forgetful / name).write_bytes((broken / name).read_bytes())
+    simulate(cfg, forgetful)
+    simulate(cfg, broken)
+    assert _metrics(broken) == _metrics(tmp_path / "whole")
+    assert _metrics(forgetful)[3:] != _metrics(tmp_path / "whole")[3:]

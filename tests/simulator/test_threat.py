@@ -1,12 +1,16 @@
-"""The threat model: the malicious set, the rounding rule, the adversary's view."""
+"""The threat model: the malicious set, the rounding rule, f told, the adversary's view."""
 
 from __future__ import annotations
+
+import dataclasses
+import json
 
 import pytest
 import torch
 
 from simulator.adversary import Adversary
-from simulator.threat import attackers_told, count_for, malicious_clients
+from simulator.threat import SITES, ThreatModel, count_for, malicious_clients
+from tests.conftest import compose_config
 
 
 @pytest.mark.parametrize(
@@ -18,19 +22,59 @@ def test_count_rounds_half_up(fraction: float, n: int, expected: int) -> None:
     assert count_for(fraction, n) == expected
 
 
-def test_rule_is_told_the_configured_f_or_the_expected_count() -> None:
-    assert attackers_told(None, 0.2, 20) == 4
-    assert attackers_told(7, 0.2, 20) == 7
+def _threat(**changes: object) -> ThreatModel:
+    settings = dict(
+        seed=3, num_clients=50, clients_per_round=20, malicious_fraction=0.2,
+        num_malicious_told=None, attack="alie", site="adversary", knowledge=None,
+        parameters={"z": None},
+    )  # fmt: skip
+    settings.update(changes)
+    return ThreatModel.build(**settings)  # type: ignore[arg-type]
+
+
+def test_defence_is_told_the_configured_f_or_the_expected_count_per_round() -> None:
+    assert _threat().num_malicious_told == 4  # 0.2 of the 20 sampled per round
+    assert _threat(num_malicious_told=7).num_malicious_told == 7
+    assert _threat().num_malicious == 10  # 0.2 of all 50 clients
 
 
 def test_malicious_set_is_fixed_by_the_seed() -> None:
-    first = malicious_clients(3, 50, 0.2)
-    assert first == malicious_clients(3, 50, 0.2)
-    assert len(first) == 10 and len(set(first)) == 10
-    assert all(0 <= c < 50 for c in first)
-    assert first == sorted(first)
-    assert malicious_clients(4, 50, 0.2) != first
-    assert malicious_clients(3, 50, 0.0) == []
+    first = malicious_clients(3, 50, 10)
+    assert first == malicious_clients(3, 50, 10)
+    assert len(set(first)) == 10 and all(0 <= c < 50 for c in first)
+    assert list(first) == sorted(first)
+    assert malicious_clients(4, 50, 10) != first
+    assert malicious_clients(3, 50, 0) == ()
+    assert _threat().malicious_clients == first
+
+
+def test_colluding_attack_without_knowledge_gets_full_and_client_side_gets_none() -> None:
+    assert _threat().knowledge == "full"
+    assert _threat(knowledge="partial").knowledge == "partial"
+    client_side = _threat(site="client", attack="backdoor")
+    assert client_side.knowledge is None and client_side.where == SITES["client"]
+    with pytest.raises(ValueError, match="knowledge=some: must be one of partial, full"):
+        _threat(knowledge="some")
+
+
+def test_summary_is_the_threat_model_as_is_and_json_ready() -> None:
+    threat = _threat()
+    summary = threat.summary()
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["malicious_clients"] == list(threat.malicious_clients)
+    assert {f.name for f in dataclasses.fields(ThreatModel)} == set(summary)
+    assert summary["fake_clients"] == 0 and summary["rounding"].startswith("round half up")
+
+
+def test_a_run_builds_its_threat_model_once_from_the_config() -> None:
+    from simulator.components import threat_model
+    from simulator.schema import build
+
+    cfg = compose_config("attack=sign_flip", "malicious_fraction=0.3", "clients_per_round=5")
+    threat = threat_model(cfg, build("attack", cfg.attack))
+    assert threat.attack == "sign_flip" and threat.knowledge == "partial"
+    assert threat.num_malicious == 3 and threat.num_malicious_told == 2  # 1.5 rounds up
+    assert threat.parameters == {"scale": 4.0}
 
 
 def _craft_recorder() -> tuple[list[dict], object]:
@@ -44,10 +88,16 @@ def _craft_recorder() -> tuple[list[dict], object]:
     return seen, craft
 
 
+def _with(malicious: tuple[int, ...], knowledge: str) -> ThreatModel:
+    return dataclasses.replace(
+        ThreatModel.clean(10), malicious_clients=malicious, knowledge=knowledge
+    )
+
+
 @pytest.mark.parametrize("knowledge", ["partial", "full"])
 def test_adversary_rewrites_only_its_rows_with_the_knowledge_it_has(knowledge: str) -> None:
     seen, craft = _craft_recorder()
-    adversary = Adversary(craft, malicious={2, 5}, knowledge=knowledge, seed=0)
+    adversary = Adversary(craft, _with((2, 5), knowledge), seed=0)
     updates = torch.arange(12.0).reshape(4, 3)  # rows for clients 1, 2, 4, 5
     result = adversary(updates, [1, 2, 4, 5], server_round=1)
     assert torch.equal(updates, torch.arange(12.0).reshape(4, 3)), "input unchanged"
@@ -63,10 +113,5 @@ def test_adversary_rewrites_only_its_rows_with_the_knowledge_it_has(knowledge: s
 def test_adversary_without_attackers_in_the_round_changes_nothing() -> None:
     seen, craft = _craft_recorder()
     updates = torch.ones(3, 2)
-    assert Adversary(craft, {9}, "full", 0)(updates, [0, 1, 2], 1) is updates
+    assert Adversary(craft, _with((9,), "full"), 0)(updates, [0, 1, 2], 1) is updates
     assert seen == []
-
-
-def test_bad_knowledge_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"attack\.knowledge=some"):
-        Adversary(lambda *a, **k: None, {1}, "some", 0)

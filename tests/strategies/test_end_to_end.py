@@ -45,14 +45,14 @@ def test_fedavg_collapses_under_sign_flipping(tmp_path: Path) -> None:
     "overrides",
     [
         ("strategy=median",),
-        ("strategy=trimmed_mean", "strategy.rule.beta=0.3"),
+        ("strategy=trimmed_mean", "strategy.beta=0.3"),
         ("strategy=krum",),
         ("strategy=multikrum",),
         ("strategy=bulyan", "num_clients=15", "strategy.num_malicious=3"),
         ("strategy=geometric_median",),
         ("strategy=fltrust",),
         # tau must be of the order of the honest update norms (about 1.8 here)
-        ("strategy=centered_clipping", "strategy.rule.tau=1.0"),
+        ("strategy=centered_clipping", "strategy.tau=1.0"),
         ("strategy=median", "pre=nnm"),
     ],
     ids=lambda o: "-".join(x.split("=")[1] for x in o[:1] + tuple(x for x in o if "pre=" in x)),

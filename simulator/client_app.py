@@ -1,10 +1,11 @@
 """The Flower ClientApp every simulated client runs.
 
-It answers two message types: ``query`` (which client am I: the server maps Flower
-node ids to Oleander client ids this way, on any engine) and ``train`` (load the global
-weights, train on this client's partition, reply with weights, example count and loss).
-Hyperparameters travel in the train message's ConfigRecord; the data and the model
-architecture come from the ``ClientSpec`` the app was built with.
+It answers two message types (``simulator.protocol``): ``query`` (which client am I:
+the server maps Flower node ids to Oleander client ids this way, on any engine) and
+``train`` (load the global weights, train on this client's partition, reply with weights,
+example count and loss). Hyperparameters travel in the train message's ConfigRecord; the
+data and the model architecture come from the ``ClientSpec`` the app was built with. The
+training itself, honest or poisoned, is ``clients``' plain torch.
 """
 
 from __future__ import annotations
@@ -17,15 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from flwr.app import (
-    ArrayRecord,
-    ConfigRecord,
-    Context,
-    Message,
-    MessageType,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import ArrayRecord, Context, Message, MessageType
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from hydra.utils import instantiate
@@ -33,17 +26,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from clients.cohort import cohort_pays_off, supports_cohort, train_cohort
-from clients.training import TrainConfig, train
-from simulator.arrays import records_of, to_array_record
+from clients.training import train
+from simulator import protocol
 from simulator.federation import Federation, FederationSpec, load_federation
-from simulator.seeding import numpy_generator, torch_generator
+from simulator.seeding import Stream, numpy_generator, torch_generator
+from simulator.threat import ThreatModel
 
 log = logging.getLogger("oleander")
-
-PARTITION_ID_KEY = "partition-id"
-CLIENT_ID_KEY = "client-id"
-TRAIN_STREAM = 3
-FAULT_STREAM = 10
 
 
 @dataclass(frozen=True)
@@ -53,44 +42,19 @@ class ClientSpec:
     federation: FederationSpec
     model: dict[str, Any]
     seed: int
+    threat: ThreatModel
     device: str = "cpu"
     torch_threads: int = 1
-    malicious: frozenset[int] = frozenset()  # this run's malicious client ids
     poison: dict[str, Any] | None = None  # the data poisoning malicious clients apply
     failure_rate: float = 0.0  # share of train tasks that fail on purpose (faults)
+
+    def poisons(self, client: int) -> bool:
+        """Whether ``client`` trains on poisoned data (a malicious client, a client-side attack)."""
+        return self.poison is not None and client in self.threat.malicious
 
 
 class InjectedFailure(RuntimeError):
     """A client task failing on purpose (``faults.client_failure_rate``)."""
-
-
-def train_config_record(cfg: Any) -> ConfigRecord:
-    """The training knobs the server sends each round (from the run's config)."""
-    record = ConfigRecord(
-        {
-            "lr": float(cfg.lr),
-            "batch-size": int(cfg.batch_size),
-            "local-epochs": int(cfg.local_epochs),
-            "momentum": float(cfg.momentum),
-            "weight-decay": float(cfg.weight_decay),
-        }
-    )
-    if cfg.local_steps is not None:
-        record["local-steps"] = int(cfg.local_steps)
-    return record
-
-
-def parse_train_config(config: ConfigRecord) -> TrainConfig:
-    """The TrainConfig a train message's ConfigRecord describes."""
-    steps = config.get("local-steps")
-    return TrainConfig(
-        lr=float(config["lr"]),
-        batch_size=int(config["batch-size"]),
-        local_epochs=int(config["local-epochs"]),
-        local_steps=None if steps is None else int(steps),
-        momentum=float(config.get("momentum", 0.0)),
-        weight_decay=float(config.get("weight-decay", 0.0)),
-    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -109,32 +73,15 @@ def _model(
 
 def client_id_of(context: Context) -> int:
     """The Oleander client id of the node running this ClientApp."""
-    return int(context.node_config[PARTITION_ID_KEY])
+    return protocol.client_id_of(context.node_config)
 
 
 def injected_failure(spec: ClientSpec, client: int, server_round: int) -> bool:
     """Whether ``faults.client_failure_rate`` makes this client's task fail this round."""
     if not spec.failure_rate:
         return False
-    draw = numpy_generator(spec.seed, FAULT_STREAM, server_round, client).random()
+    draw = numpy_generator(spec.seed, Stream.FAULT, server_round, client).random()
     return bool(draw < spec.failure_rate)
-
-
-def _train_reply(
-    message: Message, state: dict[str, torch.Tensor], num_examples: int, loss: float
-) -> Message:
-    content = RecordDict(
-        {
-            "arrays": to_array_record(state),
-            "metrics": MetricRecord({"num-examples": num_examples, "train_loss": float(loss)}),
-        }
-    )
-    return Message(content, reply_to=message)
-
-
-def _payload(message: Message) -> tuple[ArrayRecord, ConfigRecord]:
-    """The global weights and the training config a train message carries."""
-    return records_of(message.content, ArrayRecord)[0], records_of(message.content, ConfigRecord)[0]
 
 
 class OleanderClientApp(ClientApp):
@@ -199,14 +146,14 @@ class OleanderClientApp(ClientApp):
             key = id(message.content)
             if key not in rounds:
                 try:
-                    rounds[key] = int(_payload(message)[1]["server-round"])  # type: ignore[arg-type]
+                    rounds[key] = protocol.round_of(protocol.train_payload(message)[1])
                 except Exception:  # malformed: the ordinary handler replies with the error
                     rounds[key] = None
             server_round = rounds[key]
             client = client_id_of(context)
             if server_round is None or injected_failure(self.spec, client, server_round):
                 continue
-            if client in self.spec.malicious and self.spec.poison is not None:
+            if self.spec.poisons(client):
                 continue  # a poisoning client keeps its own code path
             groups.setdefault((key, server_round), []).append(position)
         replies: dict[int, Message] = {}
@@ -233,7 +180,7 @@ class OleanderClientApp(ClientApp):
             ]
             if len(positions) < 2:
                 return {}
-            arrays, config = _payload(batch[positions[0]][0])
+            arrays, config = protocol.train_payload(batch[positions[0]][0])
             model.load_state_dict(self.global_weights(arrays))
             clients = [client_id_of(batch[p][1]) for p in positions]
             indices = [torch.from_numpy(federation.partitions[c]) for c in clients]
@@ -242,12 +189,12 @@ class OleanderClientApp(ClientApp):
                 federation.data.train.x,
                 federation.data.train.y,
                 indices,
-                parse_train_config(config),
-                [torch_generator(spec.seed, TRAIN_STREAM, server_round, c) for c in clients],
+                protocol.parse_train_config(config),
+                [torch_generator(spec.seed, Stream.TRAIN, server_round, c) for c in clients],
                 spec.device,
             )
             return {
-                p: _train_reply(
+                p: protocol.train_reply(
                     batch[p][0],
                     {k: v.cpu() for k, v in result.state_of(i).items()},
                     len(indices[i]),
@@ -269,30 +216,29 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> Oleander
 
     @app.query()
     def query(message: Message, context: Context) -> Message:
-        identity = ConfigRecord({CLIENT_ID_KEY: client_id_of(context)})
-        return Message(RecordDict({"identity": identity}), reply_to=message)
+        return protocol.identity_reply(message, client_id_of(context))
 
     @app.train()
     def train_handler(message: Message, context: Context) -> Message:
         client = client_id_of(context)
-        arrays, config = _payload(message)
-        server_round = int(config["server-round"])  # type: ignore[arg-type]
+        arrays, config = protocol.train_payload(message)
+        server_round = protocol.round_of(config)
         if injected_failure(spec, client, server_round):
             raise InjectedFailure(f"client {client} failed on purpose in round {server_round}")
         federation, model = app._setup()
         data = federation.client_data(client)
         sent = app.global_weights(arrays)
         model.load_state_dict(sent)
-        generator = torch_generator(spec.seed, TRAIN_STREAM, server_round, client)
+        generator = torch_generator(spec.seed, Stream.TRAIN, server_round, client)
         x, y, poison = data.x, data.y, None
-        if client in spec.malicious and spec.poison is not None:
+        if spec.poisons(client):
             poison = _poisoning(json.dumps(spec.poison, sort_keys=True))
             x, y = poison.poison_data(x, y, federation.data.num_classes)
         stats = train(
             model,
             x,
             y,
-            parse_train_config(config),
+            protocol.parse_train_config(config),
             generator,
             spec.device,
             batch_transform=None if poison is None else poison.poison_batch,
@@ -301,6 +247,6 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> Oleander
         if poison is not None and poison.boost != 1:
             # Model replacement: send global + boost * (trained - global).
             state = {k: sent[k] + poison.boost * (v.cpu() - sent[k]) for k, v in state.items()}
-        return _train_reply(message, state, len(data.y), stats["train_loss"])
+        return protocol.train_reply(message, state, len(data.y), stats["train_loss"])
 
     return app

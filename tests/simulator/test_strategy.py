@@ -1,6 +1,6 @@
-"""The Flower adapter: array layouts, seeded sampling, and RobustStrategy's aggregation.
+"""The Flower adapter: array layouts, seeded sampling, and OleanderStrategy's aggregation.
 
-``RobustStrategy.aggregate_train`` is driven directly with hand-built reply Messages (no
+``OleanderStrategy.aggregate_train`` is driven directly with hand-built reply Messages (no
 Grid); every expected global model is computed independently here with numpy in float64.
 """
 
@@ -27,12 +27,15 @@ from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 from torch import nn
 
+from simulator.arrays import ArrayLayout
 from simulator.engines.inline import set_task_identity
+from simulator.results import RoundReport
+from simulator.strategy import OleanderStrategy, sample_clients
 from strategies import fedavg
-from strategies.flower import ArrayLayout, RobustStrategy, RoundReport, sample_clients
+from strategies.pipeline import Defence
+from strategies.post import ServerLearningRate
 
 # Node ids deliberately out of step with client ids: sorting by node id would give the
 # client order 3, 0, 2, 1, so a strategy that ordered rows by node id gets caught.
@@ -94,15 +97,16 @@ def make_strategy(
     observer: Observer | None = None,
     node_to_client: dict[int, int] | None = None,
     clients_per_round: int | None = None,
-) -> RobustStrategy:
+) -> OleanderStrategy:
     mapping = NODE_TO_CLIENT if node_to_client is None else node_to_client
-    return RobustStrategy(
-        rule=fedavg,
+    defence = Defence(
+        fedavg, post=[ServerLearningRate(server_lr)], weight_by_examples=weight_by_examples
+    )
+    return OleanderStrategy(
+        defence,
         node_to_client=mapping,
         clients_per_round=len(mapping) if clients_per_round is None else clients_per_round,
         seed=0,
-        server_lr=server_lr,
-        weight_by_examples=weight_by_examples,
         observer=observer,
     )
 
@@ -130,7 +134,7 @@ class Round:
     COUNTS: ClassVar[dict[int, int]] = {0: 10, 1: 30, 2: 5, 3: 55}
     LOSSES: ClassVar[dict[int, float]] = {0: 0.5, 1: 1.5, 2: 2.0, 3: 0.25}
 
-    def __init__(self, strategy: RobustStrategy, seed: int = 1) -> None:
+    def __init__(self, strategy: OleanderStrategy, seed: int = 1) -> None:
         self.strategy = strategy
         self.global_arrays = as_numpy(ArrayRecord(small_model().state_dict()))
         self.instructions = list(
@@ -524,72 +528,6 @@ def test_aggregate_does_not_mutate_replies_or_global() -> None:
 def test_aggregate_before_configure_raises() -> None:
     with pytest.raises(RuntimeError, match="configure_train"):
         make_strategy().aggregate_train(1, [])
-
-
-# strategies.fedavg -----------------------------------------------------------------
-
-finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
-
-
-@settings(max_examples=50, deadline=None)
-@given(
-    data=st.data(),
-    n=st.integers(1, 6),
-    d=st.integers(1, 5),
-)
-def test_fedavg_matches_numpy_average(data: st.DataObject, n: int, d: int) -> None:
-    updates = data.draw(hnp.arrays(np.float64, (n, d), elements=finite))
-    weights = data.draw(hnp.arrays(np.float64, (n,), elements=st.floats(0.01, 100.0)) | st.none())
-    x = torch.from_numpy(updates.copy())
-    w = None if weights is None else torch.from_numpy(weights.copy())
-    result = fedavg(x, w)
-    np.testing.assert_allclose(
-        result.update.numpy(), np.average(updates, axis=0, weights=weights), rtol=1e-9, atol=1e-9
-    )
-    assert result.weights is not None
-    assert float(result.weights.sum()) == pytest.approx(1.0)
-    # inputs untouched
-    np.testing.assert_array_equal(x.numpy(), updates)
-    if w is not None:
-        np.testing.assert_array_equal(w.numpy(), weights)
-
-
-def test_fedavg_known_values() -> None:
-    updates = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
-    np.testing.assert_allclose(fedavg(updates).update.numpy(), [2.0, 2.0])
-    weighted = fedavg(updates, torch.tensor([3.0, 1.0]))
-    np.testing.assert_allclose(weighted.update.numpy(), [1.5, 1.0])
-    np.testing.assert_allclose(weighted.weights.numpy(), [0.75, 0.25])
-
-
-def test_fedavg_zero_weight_leaves_a_client_out() -> None:
-    updates = torch.tensor([[1.0, 2.0], [1e6, -1e6]])
-    result = fedavg(updates, torch.tensor([1.0, 0.0]))
-    np.testing.assert_array_equal(result.update.numpy(), [1.0, 2.0])
-
-
-@pytest.mark.parametrize(
-    "weights, match",
-    [
-        (torch.ones(2), r"shape \(3,\)"),
-        (torch.ones(3, 1), r"shape \(3,\)"),
-        (torch.tensor([1.0, -1.0, 1.0]), ">= 0"),
-        (torch.tensor([1.0, float("nan"), 1.0]), "finite"),
-        (torch.zeros(3), "positive sum"),
-    ],
-)
-def test_fedavg_rejects_bad_weights(weights: torch.Tensor, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        fedavg(torch.ones(3, 2), weights)
-
-
-@pytest.mark.parametrize(
-    "updates",
-    [torch.ones(3), torch.ones(2, 2, 2), torch.ones(2, 3, dtype=torch.int64), torch.ones(0, 3)],
-)
-def test_fedavg_rejects_bad_updates(updates: torch.Tensor) -> None:
-    with pytest.raises(ValueError):
-        fedavg(updates)
 
 
 def test_duplicate_reply_is_rejected_and_the_first_one_counts() -> None:

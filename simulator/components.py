@@ -1,0 +1,107 @@
+"""A run's components built from its config: the threat model, the defence, the recipe.
+
+The entry point and the config checks build them the same way, here, so a config that
+passes the checks builds exactly what the run will use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from clients.poisoning import Poisoning
+from clients.training import TrainConfig
+from simulator.schema import build, parameters_of
+from simulator.seeding import Stream, torch_generator
+from simulator.threat import ThreatModel
+from strategies.pipeline import Defence
+from strategies.post import ServerLearningRate
+
+GENERATOR_STREAMS = {"aggregation": Stream.AGGREGATION, "detection": Stream.DETECTION}
+
+
+def train_config(cfg: DictConfig) -> TrainConfig:
+    """The local training recipe every client (and FLTrust's server) follows."""
+    return TrainConfig(
+        lr=float(cfg.lr),
+        batch_size=int(cfg.batch_size),
+        local_epochs=int(cfg.local_epochs),
+        local_steps=None if cfg.local_steps is None else int(cfg.local_steps),
+        momentum=float(cfg.momentum),
+        weight_decay=float(cfg.weight_decay),
+    )
+
+
+def attack_site(attack: Any) -> str:
+    """Where a built attack runs: ``client`` (data poisoning in the malicious clients),
+    ``adversary`` (a colluding model-poisoning attack on the server side) or ``none``."""
+    if attack is None:
+        return "none"
+    return "client" if isinstance(attack, Poisoning) else "adversary"
+
+
+def attack_parameters(cfg: DictConfig) -> dict[str, Any]:
+    """The attack's own settings (ALIE's z and sign, a trigger, a boost) for the summary."""
+    params = parameters_of("attack", cfg.attack)
+    if cfg.attack.name == "alie":
+        params["form"] = "mu - z * sigma (Baruch et al.: the paper's sign)"
+    return params
+
+
+def threat_model(cfg: DictConfig, attack: Any) -> ThreatModel:
+    """The run's threat model, for ``attack`` (``build("attack", cfg.attack)``)."""
+    return ThreatModel.build(
+        seed=cfg.seed,
+        num_clients=cfg.num_clients,
+        clients_per_round=cfg.clients_per_round,
+        malicious_fraction=cfg.malicious_fraction,
+        num_malicious_told=cfg.strategy.num_malicious,
+        attack=cfg.attack.name,
+        site=attack_site(attack),
+        knowledge=cfg.attack.knowledge,
+        parameters=attack_parameters(cfg),
+    )
+
+
+def generators(seed: int) -> Callable[[str, int], torch.Generator]:
+    """``generator(kind, round)`` for the defence's stages, one stream per kind."""
+
+    def generator(kind: str, server_round: int) -> torch.Generator:
+        return torch_generator(seed, GENERATOR_STREAMS[kind], server_round)
+
+    return generator
+
+
+def defence_name(cfg: DictConfig) -> str:
+    """``detect+pre+rule`` without the stages that are ``none``: ``nnm+krum``."""
+    stages = (cfg.detect.name, cfg.pre.name, cfg.strategy.name)
+    return "+".join(s for s in stages if s != "none")
+
+
+def build_defence(
+    cfg: DictConfig,
+    num_malicious: int,
+    inputs: Mapping[str, Callable[[int, torch.Tensor | None], Any]] | None = None,
+    generator: Callable[[str, int], torch.Generator] | None = None,
+) -> Defence:
+    """The run's defence: ``detect`` -> ``pre`` -> ``strategy`` -> the server learning rate.
+
+    ``inputs`` offers what only the run can compute (FLTrust's ``server_update``);
+    ``generator`` defaults to the run's seeded streams.
+    """
+    pre = build("pre", cfg.pre)
+    detect = build("detect", cfg.detect)
+    return Defence(
+        build("strategy", cfg.strategy),
+        pre=() if pre is None else (pre,),
+        detect=() if detect is None else (detect,),
+        post=(ServerLearningRate(cfg.strategy.server_lr),),
+        num_malicious=num_malicious,
+        weight_by_examples=bool(cfg.strategy.weight_by_examples),
+        inputs=inputs,
+        generator=generator if generator is not None else generators(cfg.seed),
+        name=cfg.strategy.name,
+    )
