@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from simulator.report import main
+from simulator.report.cli import main
 
 RULES = ("fedavg", "median")
 FRACTIONS = (0.2, 0.4)

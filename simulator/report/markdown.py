@@ -1,0 +1,102 @@
+"""``report.md``: per-attack tables over seeds, the plots, and the runs left out."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from simulator.report.plots import PLOTS
+from simulator.report.tables import METRICS, Cell, Point, Report, Setting, _fmt
+
+
+def _markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return [line(header), line(["---"] * len(header)), *(line(r) for r in body)]
+
+
+def _grid(report: Report, cells: dict[Point, Cell], setting: Setting, title: str) -> list[str]:
+    fractions = report.fractions(setting)
+    rules = [r for r in report.rules if any((setting, r, f) in cells for f in fractions)]
+    body = [
+        [
+            f"`{rule}`",
+            *(
+                cells[(setting, rule, f)].text() if (setting, rule, f) in cells else ""
+                for f in fractions
+            ),
+        ]
+        for rule in rules
+    ]
+    return [
+        f"**{title}**",
+        "",
+        *_markdown_table(["rule", *(f"f = {f:g}" for f in fractions)], body),
+        "",
+    ]
+
+
+def render_markdown(report: Report) -> str:
+    """report.md: per-attack tables over seeds, the plots, and the runs left out."""
+    counts = defaultdict(int)
+    for run in report.runs:
+        counts[run.status] += 1
+    metric = METRICS[report.metric]
+    lines = [
+        "# Oleander report",
+        "",
+        f"Produced by: `{report.command}`",
+        "",
+        f"Runs: {counts['finished']} finished, {counts['unfinished']} unfinished, "
+        f"{counts['skipped']} skipped, {counts['broken']} broken.",
+        "",
+        "Each cell: mean ± sample standard deviation over seeds (n = runs with a value; "
+        "`n=2 of 3`: one run ended without one). Rows: aggregation rule (`pre+rule` with a "
+        "pre-aggregation step); columns: f = malicious fraction of all clients.",
+        "",
+    ]
+    if report.shared:
+        shared = ", ".join(f"{k}={_fmt(v)}" for k, v in report.shared.items())
+        lines += [f"Common to every finished run: {shared}.", ""]
+    for setting in report.settings:
+        lines += [f"## Attack: {report.label(setting)}", ""]
+        lines += _grid(report, report.cells, setting, f"{metric} (test set)")
+        if any(p[0] == setting and c.values for p, c in report.success.items()):
+            lines += _grid(report, report.success, setting, "Attack success rate (final round)")
+    if report.rows:
+        lines += ["## Plots", ""]
+        if report.heatmap_fraction is not None:
+            lines += [f"The heatmap is at f = {report.heatmap_fraction:g}.", ""]
+        lines += [f"![{name[:-4]}]({name})" for name in PLOTS] + [""]
+    else:
+        lines += ["No finished runs: no tables and no plots.", ""]
+    lines += _left_out(report)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _left_out(report: Report) -> list[str]:
+    lines = ["## Runs not in the tables", ""]
+    any_left = False
+    for status, title in (
+        ("unfinished", "Unfinished"),
+        ("skipped", "Skipped"),
+        ("broken", "Broken"),
+    ):
+        runs = [r for r in report.runs if r.status == status]
+        if not runs:
+            continue
+        any_left = True
+        lines += [f"### {title} ({len(runs)})", ""]
+        for run in runs:
+            overrides = f" [{' '.join(run.overrides)}]" if run.overrides else ""
+            lines.append(f"- `{run.name}`{overrides}: {run.reason}")
+        lines.append("")
+    if report.duplicates:
+        any_left = True
+        lines += [f"### Duplicates ({len(report.duplicates)}), counted once", ""]
+        lines += [f"- `{dup}`: same config digest as `{first}`" for dup, first in report.duplicates]
+        lines.append("")
+    if not any_left:
+        lines += ["None: every run finished.", ""]
+    return lines
