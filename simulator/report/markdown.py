@@ -52,8 +52,8 @@ def render_markdown(report: Report) -> str:
         f"{counts['skipped']} skipped, {counts['broken']} broken.",
         "",
         "Each cell: mean ± sample standard deviation over seeds (n = runs with a value; "
-        "`n=2 of 3`: one run ended without one). Rows: aggregation rule (`pre+rule` with a "
-        "pre-aggregation step); columns: f = malicious fraction of all clients.",
+        "`n=2 of 3`: one run ended without one). Rows: aggregation rule (`detect+pre+rule` with a "
+        "detector or a pre-aggregation step); columns: f = malicious fraction of all clients.",
         "",
     ]
     if report.shared:

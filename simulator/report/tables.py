@@ -15,17 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator.report.collect import Run, _float, _get, _int
+from simulator.schema import GROUPS
 
 METRICS = {"final_accuracy": "Final accuracy", "best_accuracy": "Best accuracy"}
-# Config groups: their other keys are compared only between runs that chose the same option.
-GROUPS = ("dataset", "partition", "model", "strategy", "pre", "attack", "engine")
 # Columns read from the config (knowledge: the summary's, which fills in an attack's default).
+# A config group's other keys are compared only between runs that chose the same option.
 CONFIG_COLUMNS = (
     "dataset",
     "partition",
     "model",
     "strategy",
     "pre",
+    "detect",
     "attack",
     "knowledge",
     "malicious_fraction",
@@ -40,6 +41,7 @@ CONFIG_KEYS = {
     "model": "model.name",
     "strategy": "strategy.name",
     "pre": "pre.name",
+    "detect": "detect.name",
     "attack": "attack.name",
     "knowledge": "attack.knowledge",
     "malicious_fraction": "malicious_fraction",
@@ -228,9 +230,10 @@ class Cell:
 
 
 def rule_of(row: dict[str, Any]) -> str:
-    """The aggregation rule with its pre-aggregation step in front, ``nnm+krum``."""
-    pre = row.get("pre")
-    return str(row["strategy"]) if pre in (None, "none") else f"{pre}+{row['strategy']}"
+    """The aggregation rule with its detector and pre-aggregation step in front,
+    ``nnm+krum`` (runs of a version without a ``detect`` group have none)."""
+    stages = (row.get("detect"), row.get("pre"), row["strategy"])
+    return "+".join(str(s) for s in stages if s not in (None, "none"))
 
 
 def setting_of(row: dict[str, Any], extras: Sequence[str]) -> Setting:

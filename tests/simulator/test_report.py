@@ -46,11 +46,12 @@ def config(strategy: str, attack: str, fraction: float, seed: int, **extra: Any)
         "partition": {"_target_": "simulator.partition.iid", "_partial_": True, "name": "iid"},
         "model": {"_target_": "simulator.models.MLP", "name": "mlp", "hidden": [64]},
         "strategy": {"name": strategy, "num_malicious": None, "server_lr": 1.0},
-        "pre": {"name": "none", "steps": []},
+        "pre": {"name": "none"},
+        "detect": {"name": "none"},
         "attack": {
             "name": attack,
             "knowledge": "partial" if attack == "sign_flip" else None,
-            "poison": {"boost": "${num_clients}"} if attack == "backdoor" else None,
+            **({"boost": "${num_clients}"} if attack == "backdoor" else {}),
         },
         "engine": {"name": "inline", "workers": 0},
         "seed": seed,
@@ -189,7 +190,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_results_csv_has_one_row_per_finished_run_with_values(sweep: dict[str, Any]) -> None:
     columns, rows = read_csv(sweep["out"] / "results.csv")
     assert columns == [
-        "run", "dataset", "partition", "model", "strategy", "pre", "attack", "knowledge",
+        "run", "dataset", "partition", "model", "strategy", "pre", "detect", "attack",
+        "knowledge",
         "malicious_fraction", "num_clients", "clients_per_round", "num_rounds", "seed",
         "final_accuracy", "best_accuracy", "best_round", "final_attack_success_rate",
         "mean_detection_precision", "mean_detection_recall", "wall_seconds", "config_digest",
@@ -209,7 +211,7 @@ def test_results_csv_has_one_row_per_finished_run_with_values(sweep: dict[str, A
     assert float(fedavg["mean_detection_precision"]) == 0.5
     assert float(fedavg["mean_detection_recall"]) == 0.25
     # boost=${num_clients} resolves to 10 everywhere: not a varying key, no extra column.
-    assert "attack.poison.boost" not in columns
+    assert "attack.boost" not in columns
 
 
 def test_long_rounds_csv_has_every_round_of_every_finished_run(sweep: dict[str, Any]) -> None:
