@@ -57,23 +57,14 @@ NUM_CLIENTS, NUM_MALICIOUS, BATCH, LR = 100, 20, 32, 0.1
 def _federation(mnist: Path) -> tuple[object, list[torch.Tensor]]:
     """The preset's data and partitions, exactly as Oleander builds them."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
-    from simulator.federation import FederationSpec, load_federation
+    from simulator.components import federation_spec
+    from simulator.federation import load_federation
     from simulator.preflight import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", ["experiment=fang_mnist", f"dataset.path={mnist}"])
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    spec = FederationSpec(
-        dataset=container["dataset"],
-        partition=container["partition"],
-        num_clients=cfg.num_clients,
-        seed=cfg.seed,
-        root_size=cfg.strategy.root_size,
-    )
-    federation = load_federation(spec)
+    federation = load_federation(federation_spec(cfg))
     return federation, [torch.from_numpy(p) for p in federation.partitions]
 
 

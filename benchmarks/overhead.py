@@ -15,9 +15,10 @@ time excludes the timers nested inside it, so the parts add up to the run's wall
 - messages and serialisation: the inline Grid's ``send_and_receive`` (building,
   delivering and answering Flower Messages, the clients' reading of the global model and
   writing of their replies) and the strategy's ``configure_train``;
-- replies: parsing and stacking: ``RobustStrategy.aggregate_train`` apart from the rule
-  (reading every reply's arrays, the ``(n, d)`` matrix, row checks);
-- aggregation: the rule itself (``strategies.pipeline.aggregate``);
+- replies: parsing and stacking: ``OleanderStrategy.aggregate_train`` apart from the
+  defence (reading every reply's arrays, the ``(n, d)`` matrix, row checks);
+- aggregation: the defence itself (``strategies.pipeline.Defence``: detection,
+  pre-aggregation, the rule, the server learning rate);
 - attack: the colluding adversary crafting its rows (``simulator.adversary.Adversary``);
 - bookkeeping: results files, checkpoints, the progress display;
 - set-up: loading and partitioning the data, building the model, finding the clients;
@@ -99,10 +100,8 @@ def _patch(timers: Timers, stack: list[tuple[Any, str, Any]], owner: Any, name: 
 
 def instrument(timers: Timers) -> list[tuple[Any, str, Any]]:
     """Wrap the functions of each category; returns what to restore."""
-    import clients.app
-    import strategies.flower as flower
-
     import simulator.adversary
+    import simulator.client_app as client_app
     import simulator.engines.inline as inline
     import simulator.federation
     import simulator.main
@@ -110,17 +109,19 @@ def instrument(timers: Timers) -> list[tuple[Any, str, Any]]:
     import simulator.progress
     import simulator.results
     import simulator.server_app as server_app
+    import simulator.strategy as strategy
+    from strategies.pipeline import Defence
 
     patched: list[tuple[Any, str, Any]] = []
     for owner, name, category in [
-        (clients.app, "train", "client training"),
-        (clients.app, "train_cohort", "client training"),
+        (client_app, "train", "client training"),
+        (client_app, "train_cohort", "client training"),
         (server_app, "evaluate", "server evaluation"),
         (server_app, "attack_success_rate", "server evaluation"),
         (inline.InlineGrid, "send_and_receive", "messages and serialisation"),
-        (flower.RobustStrategy, "configure_train", "messages and serialisation"),
-        (flower.RobustStrategy, "aggregate_train", "replies: parsing and stacking"),
-        (flower, "aggregate", "aggregation"),
+        (strategy.OleanderStrategy, "configure_train", "messages and serialisation"),
+        (strategy.OleanderStrategy, "aggregate_train", "replies: parsing and stacking"),
+        (Defence, "__call__", "aggregation"),
         (simulator.adversary.Adversary, "__call__", "attack (colluding adversary)"),
         (simulator.results.RunRecorder, "on_evaluated", "bookkeeping"),
         (simulator.results.RunRecorder, "on_aggregated", "bookkeeping"),

@@ -14,13 +14,25 @@ from omegaconf import DictConfig
 
 from clients.poisoning import Poisoning
 from clients.training import TrainConfig
-from simulator.schema import build, parameters_of
+from simulator.federation import FederationSpec
+from simulator.schema import build, own_parameters, parameters_of
 from simulator.seeding import Stream, torch_generator
 from simulator.threat import ThreatModel
 from strategies.pipeline import Defence
 from strategies.post import ServerLearningRate
 
 GENERATOR_STREAMS = {"aggregation": Stream.AGGREGATION, "detection": Stream.DETECTION}
+
+
+def federation_spec(cfg: DictConfig) -> FederationSpec:
+    """What decides the data and who holds which part of it."""
+    return FederationSpec(
+        dataset=own_parameters("dataset", cfg.dataset),
+        partition=own_parameters("partition", cfg.partition),
+        num_clients=cfg.num_clients,
+        seed=cfg.seed,
+        root_size=cfg.strategy.root_size,
+    )
 
 
 def train_config(cfg: DictConfig) -> TrainConfig:

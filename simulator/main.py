@@ -85,10 +85,11 @@ def simulate(
         attack_site,
         build_defence,
         defence_name,
+        federation_spec,
         threat_model,
         train_config,
     )
-    from simulator.federation import FederationSpec, load_federation
+    from simulator.federation import load_federation
     from simulator.interrupt import StopRequest
     from simulator.models import build_model
     from simulator.progress import RoundProgress
@@ -108,14 +109,8 @@ def simulate(
     torch.set_num_threads(cfg.torch_threads)
     container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
 
-    federation_spec = FederationSpec(
-        dataset=container["dataset"],
-        partition=own_parameters("partition", container["partition"]),
-        num_clients=cfg.num_clients,
-        seed=cfg.seed,
-        root_size=cfg.strategy.root_size,
-    )
-    federation = load_federation(federation_spec)
+    spec = federation_spec(cfg)
+    federation = load_federation(spec)
     data = federation.data
     initial_model = build_model(
         build("model", cfg.model), data.input_shape, data.num_classes,
@@ -125,7 +120,7 @@ def simulate(
     threat = threat_model(cfg, attack)
     poisoning = attack if attack_site(attack) == "client" else None
     client_spec = ClientSpec(
-        federation=federation_spec,
+        federation=spec,
         model=own_parameters("model", container["model"]),
         seed=cfg.seed,
         threat=threat,
