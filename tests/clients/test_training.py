@@ -44,7 +44,8 @@ def test_training_reduces_loss() -> None:
     after = evaluate(model, x, y)
     assert after["loss"] < 0.5 * before["loss"]
     assert after["accuracy"] > 0.95
-    assert math.isfinite(metrics["train_loss"])
+    # the mean of the batch losses lies between the loss before and after training
+    assert after["loss"] < metrics["train_loss"] < before["loss"]
     assert metrics["num_examples"] == 200
 
 

@@ -343,10 +343,16 @@ def test_aggregate_does_not_depend_on_reply_order() -> None:
             np.testing.assert_array_equal(arrays[key].numpy(), reference[key].numpy())
 
 
-def test_observer_sees_ascending_ids_update_norms_and_weights() -> None:
+def test_observer_sees_ascending_ids_update_norms_and_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import simulator.strategy
+
     observer = Observer()
     rnd = Round(make_strategy(observer=observer))
     replies = [rnd.reply(c) for c in (2, 0, 3, 1)]
+    clock = iter([3.0, 3.25])  # the aggregation starts at 3.0 and ends at 3.25
+    monkeypatch.setattr(simulator.strategy.time, "perf_counter", lambda: next(clock))
     rnd.strategy.aggregate_train(1, replies)
     assert observer.started == [1]
     (report,) = observer.reports
@@ -362,7 +368,7 @@ def test_observer_sees_ascending_ids_update_norms_and_weights() -> None:
     total = sum(rnd.COUNTS.values())
     np.testing.assert_allclose(report.weights, [rnd.COUNTS[c] / total for c in range(4)])
     assert report.failures == {} and report.rejected == {}
-    assert report.aggregation_seconds >= 0.0
+    assert report.aggregation_seconds == 0.25
     assert report.note == ""
 
 

@@ -94,8 +94,10 @@ def test_local_parallel_launcher_composes() -> None:
 
 
 def test_slurm_launcher_composes() -> None:
-    if importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
-        pytest.skip("hydra-submitit-launcher is not installed (pip install 'oleander[slurm]')")
+    # hydra-submitit-launcher is in the test extra: a missing one is a broken install.
+    assert importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None, (
+        "hydra-submitit-launcher is not installed: pip install -e '.[test]'"
+    )
     cfg = _compose_hydra("hydra/launcher=slurm")
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.cpus_per_task == 1
