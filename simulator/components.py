@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from hydra.utils import get_object
 from omegaconf import DictConfig
 
 from clients.poisoning import Poisoning
@@ -55,6 +56,16 @@ def attack_site(attack: Any) -> str:
     return "client" if isinstance(attack, Poisoning) else "adversary"
 
 
+def configured_site(cfg: DictConfig) -> str:
+    """Where the configured attack runs, read from its ``_target_`` without building it."""
+    target = cfg.attack.get("_target_")
+    if target is None:
+        return "none"
+    component = get_object(target)
+    is_poisoning = isinstance(component, type) and issubclass(component, Poisoning)
+    return "client" if is_poisoning else "adversary"
+
+
 def attack_parameters(cfg: DictConfig) -> dict[str, Any]:
     """The attack's own settings (ALIE's z and sign, a trigger, a boost) for the summary."""
     params = parameters_of("attack", cfg.attack)
@@ -63,8 +74,8 @@ def attack_parameters(cfg: DictConfig) -> dict[str, Any]:
     return params
 
 
-def threat_model(cfg: DictConfig, attack: Any) -> ThreatModel:
-    """The run's threat model, for ``attack`` (``build("attack", cfg.attack)``)."""
+def threat_model(cfg: DictConfig) -> ThreatModel:
+    """The run's threat model, built once from its config."""
     return ThreatModel.build(
         seed=cfg.seed,
         num_clients=cfg.num_clients,
@@ -72,7 +83,7 @@ def threat_model(cfg: DictConfig, attack: Any) -> ThreatModel:
         malicious_fraction=cfg.malicious_fraction,
         num_malicious_told=cfg.strategy.num_malicious,
         attack=cfg.attack.name,
-        site=attack_site(attack),
+        site=configured_site(cfg),
         knowledge=cfg.attack.knowledge,
         parameters=attack_parameters(cfg),
     )

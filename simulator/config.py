@@ -31,7 +31,7 @@ from simulator.schema import (
     SETTINGS,
     build,
 )
-from simulator.threat import count_for
+from simulator.threat import ThreatModel
 
 
 class ConfigError(ValueError):
@@ -282,7 +282,8 @@ def _check(cfg: DictConfig) -> None:
             f"must be <= num_clients ({cfg.num_clients})",
             combination=True,
         )
-    if count_for(cfg.malicious_fraction, cfg.num_clients) >= cfg.num_clients:
+    threat = _threat(cfg)
+    if threat.num_malicious >= cfg.num_clients:
         raise _fail(
             "malicious_fraction",
             cfg.malicious_fraction,
@@ -330,11 +331,25 @@ def _check(cfg: DictConfig) -> None:
     partitioner = _build("partition", cfg.partition)
     _checked("partition", partitioner, num_partitions=cfg.num_clients, seed=0)
     _build("engine", cfg.engine)
-    _check_defence(cfg)
-    _check_attack(cfg, dataset)
+    _check_defence(cfg, threat)
+    _check_attack(cfg, threat, dataset)
 
 
-def _check_attack(cfg: DictConfig, dataset: Any) -> None:
+def _threat(cfg: DictConfig) -> ThreatModel:
+    """The run's threat model (``simulator.components.threat_model``), or ConfigError."""
+    from simulator.components import threat_model
+
+    try:
+        return threat_model(cfg)
+    except ValueError as error:
+        raise ConfigError(_prefixed("attack", _first_cause(error))) from None
+    except OverflowError:  # numpy draws client ids below 2^63
+        raise _fail("num_clients", cfg.num_clients, "must be below 2^63") from None
+    except Exception as error:  # an attack _target_ that does not exist
+        raise ConfigError(f"attack={cfg.attack.name}: {_first_cause(error)}") from None
+
+
+def _check_attack(cfg: DictConfig, threat: ThreatModel, dataset: Any) -> None:
     """Build the attack and run it once on small stand-in data.
 
     A colluding attack is called by the real ``Adversary`` on a seeded random
@@ -343,14 +358,12 @@ def _check_attack(cfg: DictConfig, dataset: Any) -> None:
     fit the data set's classes and images.
     """
     from simulator.adversary import Adversary
-    from simulator.components import attack_site, threat_model
+    from simulator.components import attack_site
 
     attack = _build("attack", cfg.attack)
     site = attack_site(attack)
     if site == "adversary":
-        n = cfg.clients_per_round
-        f = count_for(cfg.malicious_fraction, n)
-        threat = threat_model(cfg, attack)
+        n, f = cfg.clients_per_round, threat.malicious_per_round
         # One attacker among 10 clients with full knowledge: a failure is the attack's own
         # parameters (checked even when malicious_fraction is 0, so a sweep's bad value is
         # caught once; partial knowledge would see one update, too few for some attacks);
@@ -383,7 +396,7 @@ def _attack_error(cfg: DictConfig, error: Exception, attackers: int, n: int) -> 
     return f"attack={cfg.attack.name} with {attackers} of {n} clients per round malicious: {reason}"
 
 
-def _check_defence(cfg: DictConfig) -> None:
+def _check_defence(cfg: DictConfig, threat: ThreatModel) -> None:
     """Build the defence and run it on a zero matrix of the round's shape.
 
     Every precondition (Krum's n > 2f + 2, Bulyan's n >= 4f + 3, a trimmed-mean beta
@@ -394,10 +407,7 @@ def _check_defence(cfg: DictConfig) -> None:
     """
     from simulator.components import build_defence
 
-    n = cfg.clients_per_round
-    told = cfg.strategy.num_malicious
-    if told is None:
-        told = count_for(cfg.malicious_fraction, n)
+    n, told = cfg.clients_per_round, threat.num_malicious_told
     inputs: dict[str, Any] = {}
     if cfg.strategy.root_size >= 1:
         inputs["server_update"] = lambda server_round, global_model: torch.ones(2)

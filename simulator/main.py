@@ -117,7 +117,7 @@ def simulate(
         derive_seed(cfg.seed, Stream.MODEL),
     )  # fmt: skip
     attack = build("attack", cfg.attack)
-    threat = threat_model(cfg, attack)
+    threat = threat_model(cfg)
     poisoning = attack if attack_site(attack) == "client" else None
     client_spec = ClientSpec(
         federation=spec,

@@ -35,6 +35,8 @@ def malicious_clients(seed: int, num_clients: int, count: int) -> tuple[int, ...
 
     Fixed for the whole run (the draw depends on nothing but the seed and the counts).
     """
+    if count == 0:
+        return ()
     rng = numpy_generator(seed, Stream.MALICIOUS, num_clients)
     return tuple(sorted(int(c) for c in rng.choice(num_clients, size=count, replace=False)))
 
@@ -62,9 +64,12 @@ class ThreatModel:
         Their ids, drawn once from the seed.
     num_malicious : int
         ``len(malicious_clients)``: ``round_half_up(malicious_fraction * num_clients)``.
+    malicious_per_round : int
+        The expected number of attackers among the clients sampled each round:
+        ``round_half_up(malicious_fraction * clients_per_round)``.
     num_malicious_told : int
         f, the number of attackers a defence is told: ``strategy.num_malicious`` when set,
-        else the expected count among the clients sampled per round.
+        else ``malicious_per_round``.
     fake_clients : int
         Clients added by the attacker (none yet: room for fake-client attacks).
     rounding : str
@@ -78,6 +83,7 @@ class ThreatModel:
     malicious_fraction: float
     num_clients: int
     malicious_clients: tuple[int, ...]
+    malicious_per_round: int
     num_malicious_told: int
     fake_clients: int = 0
     rounding: str = ROUNDING
@@ -110,10 +116,8 @@ class ThreatModel:
 
         A colluding attack without a stated knowledge level gets ``full``.
         """
-        count = count_for(malicious_fraction, num_clients)
-        told = num_malicious_told
-        if told is None:
-            told = count_for(malicious_fraction, clients_per_round)
+        per_round = count_for(malicious_fraction, clients_per_round)
+        told = per_round if num_malicious_told is None else num_malicious_told
         if site == "adversary" and knowledge is None:
             knowledge = "full"
         return cls(
@@ -123,7 +127,10 @@ class ThreatModel:
             parameters=dict(parameters),
             malicious_fraction=malicious_fraction,
             num_clients=num_clients,
-            malicious_clients=malicious_clients(seed, num_clients, count),
+            malicious_clients=malicious_clients(
+                seed, num_clients, count_for(malicious_fraction, num_clients)
+            ),
+            malicious_per_round=per_round,
             num_malicious_told=int(told),
         )
 
@@ -138,6 +145,7 @@ class ThreatModel:
             malicious_fraction=0.0,
             num_clients=num_clients,
             malicious_clients=(),
+            malicious_per_round=0,
             num_malicious_told=0,
         )
 

@@ -68,12 +68,13 @@ def test_summary_is_the_threat_model_as_is_and_json_ready() -> None:
 
 def test_a_run_builds_its_threat_model_once_from_the_config() -> None:
     from simulator.components import threat_model
-    from simulator.schema import build
 
     cfg = compose_config("attack=sign_flip", "malicious_fraction=0.3", "clients_per_round=5")
-    threat = threat_model(cfg, build("attack", cfg.attack))
+    threat = threat_model(cfg)
     assert threat.attack == "sign_flip" and threat.knowledge == "partial"
     assert threat.num_malicious == 3 and threat.num_malicious_told == 2  # 1.5 rounds up
+    assert threat.malicious_per_round == 2
+    assert threat_model(compose_config("attack=backdoor")).where == SITES["client"]
     assert threat.parameters == {"scale": 4.0}
 
 
