@@ -44,6 +44,7 @@ CLIENT_COLUMNS = (
     "train_loss",
     "update_norm",
     "weight",
+    "flagged",
 )
 
 # A weight at or below this counts as "left out" by the rule.
@@ -197,6 +198,7 @@ class RunRecorder:
         self._pending = report
         self.attack_failed_rounds += int(report.attack_failed)
         weights = report.weights or [None] * len(report.client_ids)
+        flagged = report.flagged or {}
         for i, client in enumerate(report.client_ids):
             self._new_clients.append(
                 {
@@ -207,6 +209,7 @@ class RunRecorder:
                     "train_loss": report.train_losses[i],
                     "update_norm": report.update_norms[i],
                     "weight": weights[i],
+                    "flagged": flagged.get(client),
                 }
             )
 
