@@ -14,7 +14,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -136,9 +136,13 @@ def atomic_write_text(path: Path, text: str, *, durable: bool = False) -> None:
         raise
 
 
-def _csv_text(columns: tuple[str, ...], rows: list[dict[str, Any]], header: bool = True) -> str:
+def csv_text(columns: Sequence[str], rows: Iterable[dict[str, Any]], header: bool = True) -> str:
+    """``rows`` as CSV with ``columns`` (other keys ignored): None and NaN as empty cells,
+    floats written exactly (``repr`` round-trips), lists and dicts as JSON."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore"
+    )
     if header:
         writer.writeheader()
     for row in rows:
@@ -151,6 +155,8 @@ def _cell(value: Any) -> Any:
         return ""
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
     return value
 
 
@@ -180,7 +186,7 @@ class RunRecorder:
         self.rounds: list[dict[str, Any]] = []
         self.clients_written = 0
         # clients.csv grows by n rows a round: keep its rendered text rather than re-render.
-        self._clients_text = _csv_text(CLIENT_COLUMNS, [])
+        self._clients_text = csv_text(CLIENT_COLUMNS, [])
         self._new_clients: list[dict[str, Any]] = []
         self._round_start: float | None = None
         self._pending: RoundReport | None = None
@@ -250,10 +256,10 @@ class RunRecorder:
             self.on_round(server_round, accuracy)
 
     def _write_tables(self) -> None:
-        self._clients_text += _csv_text(CLIENT_COLUMNS, self._new_clients, header=False)
+        self._clients_text += csv_text(CLIENT_COLUMNS, self._new_clients, header=False)
         self.clients_written += len(self._new_clients)
         self._new_clients = []
-        atomic_write_text(self.output_dir / "rounds.csv", _csv_text(ROUND_COLUMNS, self.rounds))
+        atomic_write_text(self.output_dir / "rounds.csv", csv_text(ROUND_COLUMNS, self.rounds))
         atomic_write_text(self.output_dir / "clients.csv", self._clients_text)
 
     # Checkpoints -------------------------------------------------------------------

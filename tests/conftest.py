@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,19 @@ def compose_config(*overrides: str) -> DictConfig:
 def group_entries(group: str) -> list[str]:
     """Every option of a config group, read from ``conf/<group>/``."""
     return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def flower_task_identity() -> Iterator[None]:
+    """``Message(...)`` needs Flower's task identity outside a Flower runtime."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from simulator.engines.inline import set_task_identity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    set_task_identity(1)
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 @pytest.fixture

@@ -29,13 +29,13 @@ from simulator.report.tables import (
     _fraction_key,
     _hashable,
     aggregate,
-    csv_text,
     deduplicate,
     results_rows,
     round_curves,
     rounds_rows,
     varying_keys,
 )
+from simulator.results import csv_text
 
 PROG = "oleander-report"
 

@@ -4,8 +4,6 @@ deviations over seeds (``Cell``), all gathered in the ``Report`` the outputs are
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
@@ -172,27 +170,6 @@ def rounds_rows(
         ident.update({key: _get(run.config, key) for key in extras})
         rows.extend({**row, **ident} for row in run.rounds)
     return columns, rows
-
-
-def csv_text(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore"
-    )
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(row.get(k)) for k in columns})
-    return buffer.getvalue()
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
-    return value
 
 
 # Aggregate -----------------------------------------------------------------------------

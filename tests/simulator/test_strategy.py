@@ -7,7 +7,6 @@ Grid); every expected global model is computed independently here with numpy in 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import ClassVar
 
 import numpy as np
@@ -24,13 +23,11 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.common.constant import ErrorCode
-from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from simulator.arrays import ArrayLayout
-from simulator.engines.inline import set_task_identity
 from simulator.results import RoundReport
 from simulator.strategy import OleanderStrategy, sample_clients
 from strategies import fedavg
@@ -43,13 +40,7 @@ NODE_TO_CLIENT = {55: 3, 311: 0, 907: 2, 1200: 1}
 CLIENT_TO_NODE = {c: n for n, c in NODE_TO_CLIENT.items()}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def task_identity() -> Iterator[None]:
-    """``Message(...)`` needs Flower's task identity outside a Flower runtime."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    set_task_identity(1)
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+pytestmark = pytest.mark.usefixtures("flower_task_identity")
 
 
 def small_model(seed: int = 0) -> nn.Module:

@@ -18,7 +18,7 @@ Differences from Flower (the Bulyan one is pinned by a known-value test below):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -28,9 +28,7 @@ from flwr.server.strategy import aggregate as legacy
 from flwr.serverapp.strategy import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 from flwr.serverapp.strategy.bulyan import aggregate_n_closest_weights
 from flwr.serverapp.strategy.multikrum import select_multikrum
-from flwr.supercore.task_identity import TaskIdentity
 
-from simulator.engines.inline import set_task_identity
 from strategies.base import Aggregate, pairwise_sq_distances
 from strategies.bulyan import bulyan, bulyan_selection
 from strategies.coordinate import median, trimmed_mean
@@ -44,13 +42,7 @@ X7 = [[5, 9], [7, -1], [40, -30], [-1, 0], [-9, -7], [6, 9], [-5, -4]]
 X7_SCORES = [491.0, 423.0, 9889.0, 327.0, 882.0, 522.0, 479.0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def task_identity() -> Iterator[None]:
-    """``Message(...)`` needs Flower's task identity outside a Flower runtime."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    set_task_identity(1)
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+pytestmark = pytest.mark.usefixtures("flower_task_identity")
 
 
 def t64(rows: list[list[float]] | np.ndarray) -> torch.Tensor:
