@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from clients.checks import is_real
+
 PATTERNS = ("square", "pixels")
 
 
@@ -19,6 +21,13 @@ class Poisoning:
     the update it sends (``boost``); and how its success is measured on the test set."""
 
     boost: float = 1.0
+
+    def _set_boost(self, boost: float) -> None:
+        """Keep ``boost``, a finite number > 0 (an infinite one only makes the update
+        non-finite, which the server drops)."""
+        if not is_real(boost) or boost <= 0:
+            raise ValueError(f"boost={boost}: must be a finite number > 0")
+        self.boost = boost
 
     def check_classes(self, num_classes: int) -> None:
         """``ValueError`` if the attack's labels do not fit ``num_classes``."""
@@ -64,10 +73,9 @@ class LabelFlip(Poisoning):
             raise ValueError(f"source={source}, target={target}: set both (targeted) or neither")
         if source is not None and source == target:
             raise ValueError(f"source={source}: must differ from target")
-        _check_boost(boost)
+        self._set_boost(boost)
         self.source = source
         self.target = target
-        self.boost = boost
 
     @property
     def targeted(self) -> bool:
@@ -139,7 +147,7 @@ class Backdoor(Poisoning):
             raise ValueError(f"size={size}: must be >= 1")
         if pattern == "pixels" and not pixels:
             raise ValueError("pixels: pattern=pixels needs a list of [row, column]")
-        _check_boost(boost)
+        self._set_boost(boost)
         self.target_label = target_label
         self.poison_fraction = poison_fraction
         self.pattern = pattern
@@ -147,7 +155,6 @@ class Backdoor(Poisoning):
         self.position = tuple(position)
         self.pixels = [tuple(p) for p in pixels] if pixels else []
         self.value = value
-        self.boost = boost
 
     def check_classes(self, num_classes: int) -> None:
         if not 0 <= self.target_label < num_classes:
@@ -198,8 +205,3 @@ class Backdoor(Poisoning):
     def success_examples(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int] | None:
         """Triggered test images whose true label is not the target, and the target."""
         return self.stamp(x[y != self.target_label]), self.target_label
-
-
-def _check_boost(boost: float) -> None:
-    if not boost > 0:
-        raise ValueError(f"boost={boost}: must be > 0")

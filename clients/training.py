@@ -15,15 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clients.checks import is_int, is_real
+
 __all__ = ["TrainConfig", "evaluate", "train"]
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -55,17 +49,17 @@ class TrainConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        if not _is_real(self.lr) or not (0 < self.lr < math.inf):
+        if not is_real(self.lr) or not self.lr > 0:
             raise ValueError(f"lr={self.lr!r} must be a finite number > 0")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
+        if not is_int(self.batch_size) or self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size!r} must be an int >= 1")
-        if not _is_int(self.local_epochs) or self.local_epochs < 1:
+        if not is_int(self.local_epochs) or self.local_epochs < 1:
             raise ValueError(f"local_epochs={self.local_epochs!r} must be an int >= 1")
-        if self.local_steps is not None and (not _is_int(self.local_steps) or self.local_steps < 1):
+        if self.local_steps is not None and (not is_int(self.local_steps) or self.local_steps < 1):
             raise ValueError(f"local_steps={self.local_steps!r} must be None or an int >= 1")
-        if not _is_real(self.momentum) or not (0 <= self.momentum < 1):
+        if not is_real(self.momentum) or not (0 <= self.momentum < 1):
             raise ValueError(f"momentum={self.momentum!r} must be a number in [0, 1)")
-        if not _is_real(self.weight_decay) or not (0 <= self.weight_decay < math.inf):
+        if not is_real(self.weight_decay) or self.weight_decay < 0:
             raise ValueError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0")
 
 
@@ -191,7 +185,7 @@ def evaluate(
         averaged over examples, not batches) and ``num_examples``.
     """
     n = _check_data(x, y)
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be an int >= 1")
     model.eval()
     loss_sum = 0.0

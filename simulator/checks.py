@@ -19,9 +19,10 @@ def is_int(value: Any) -> bool:
 
 
 def is_real(value: Any, *, allow_nan: bool = False) -> bool:
-    """A finite int or float that is not a bool (NaN too when ``allow_nan``)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
+    """An int that is not a bool, or a finite float (NaN too when ``allow_nan``); an int
+    too large for a float is still a number, not an ``OverflowError``."""
+    if not isinstance(value, float):
+        return is_int(value)
     return math.isfinite(value) or (allow_nan and math.isnan(value))
 
 

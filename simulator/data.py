@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from simulator.checks import is_real
 from simulator.seeding import Stream, derive_seed
 
 __all__ = [
@@ -186,7 +187,7 @@ class Digits(_DataSet):
     def check(self) -> None:
         super().check()
         fraction = self.test_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        if not is_real(fraction):
             raise DataError(f"dataset.test_fraction={fraction!r}: must be a number in (0, 1)")
         # A stratified split needs at least one example of every class on each side.
         low = self._num_classes / self._total

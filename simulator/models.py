@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from simulator.checks import is_int
+
 __all__ = [
     "MLP",
     "CifarCNN",
@@ -58,7 +60,7 @@ def _check_fixed_shape(
 
 
 def _check_num_classes(model: str, num_classes: int) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ValueError(f"model={model} needs num_classes >= 2 (an int), got {num_classes!r}")
 
 
@@ -115,7 +117,7 @@ class MLP(nn.Module):
         _check_num_classes("mlp", num_classes)
         # A bare int (``hidden: 64`` in YAML) is refused too, not read as one layer.
         widths = tuple(hidden) if isinstance(hidden, Iterable) else (None,)
-        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        if any(not is_int(w) or w < 1 for w in widths):
             raise ValueError(f"model=mlp needs hidden widths that are ints >= 1, got {hidden!r}")
         self.input_shape = shape
         self.num_classes = num_classes

@@ -16,7 +16,6 @@ reason for anything malformed, and the strategy records the reply as rejected.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 
 from clients.training import TrainConfig
 from simulator.arrays import ArrayLayout, records_of, to_array_record
+from simulator.checks import is_real
 
 # Node config (set by the engine on each client node).
 PARTITION_ID = "partition-id"
@@ -153,15 +153,9 @@ def read_train_reply(
     layout.flatten(arrays[0], out=out)
     metrics = metric_records[0]
     count = metrics.get(NUM_EXAMPLES)
-    if not _is_number(count) or not 1 <= count <= MAX_EXAMPLES or count != int(count):  # type: ignore[operator]
+    if not is_real(count) or not 1 <= count <= MAX_EXAMPLES or count != int(count):  # type: ignore[operator]
         raise ValueError(f"{NUM_EXAMPLES}={count!r} is not a whole count in [1, 2^31]")
     loss = metrics.get(TRAIN_LOSS, float("nan"))
-    if not _is_number(loss, allow_nan=True):
+    if not is_real(loss, allow_nan=True):
         raise ValueError(f"{TRAIN_LOSS}={loss!r} is not a number")
     return int(count), float(loss)  # type: ignore[arg-type]
-
-
-def _is_number(value: object, allow_nan: bool = False) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return (allow_nan and math.isnan(value)) or math.isfinite(value)

@@ -1,4 +1,4 @@
-"""The result type every aggregation rule returns, and the input checks they share."""
+"""The result type every aggregation rule returns, and the distances several rules share."""
 
 from __future__ import annotations
 
@@ -23,32 +23,6 @@ class Aggregate:
 
     update: torch.Tensor
     weights: torch.Tensor | None = None
-
-
-def check_updates(updates: torch.Tensor, *, min_rows: int = 1) -> None:
-    """Raise ``ValueError`` unless ``updates`` is a floating ``(n, d)`` matrix, n >= min_rows."""
-    if not isinstance(updates, torch.Tensor):
-        raise ValueError(f"updates must be a torch.Tensor, got {type(updates).__name__}")
-    if updates.ndim != 2:
-        raise ValueError(f"updates must have shape (n, d), got {tuple(updates.shape)}")
-    if not updates.is_floating_point():
-        raise ValueError(f"updates must be a floating tensor, got dtype {updates.dtype}")
-    if updates.shape[0] < min_rows:
-        raise ValueError(f"updates has {updates.shape[0]} rows; this rule needs >= {min_rows}")
-
-
-def check_client_weights(weights: torch.Tensor | None, n: int) -> torch.Tensor | None:
-    """Validate optional non-negative per-client weights of shape ``(n,)`` with a positive sum."""
-    if weights is None:
-        return None
-    weights = torch.as_tensor(weights)
-    if weights.shape != (n,):
-        raise ValueError(f"weights must have shape ({n},), got {tuple(weights.shape)}")
-    if not torch.isfinite(weights).all() or (weights < 0).any():
-        raise ValueError("weights must be finite and >= 0")
-    if float(weights.sum()) <= 0:
-        raise ValueError("weights must have a positive sum")
-    return weights
 
 
 def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:

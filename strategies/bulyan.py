@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from strategies.base import Aggregate, check_updates, pairwise_sq_distances
+from strategies.base import Aggregate, pairwise_sq_distances
+from strategies.checks import check_num_malicious, check_updates
 from strategies.coordinate import coordinate_median
-from strategies.krum import check_num_malicious, krum_scores
+from strategies.krum import krum_scores
 
 
 def _check(updates: torch.Tensor, num_malicious: int) -> int:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import torch
 
-from strategies.base import Aggregate, check_updates
+from strategies.base import Aggregate
+from strategies.checks import check_int, check_real, check_updates, check_vector
 from strategies.state import StageState
 
 
@@ -56,28 +55,20 @@ def centered_clipping(
     iterations : int (default: 1)
         L, the number of clipping steps, >= 1.
     center : torch.Tensor | None (default: None)
-        Shape ``(d,)``, finite: where v starts (zero when None).
+        Shape ``(d,)``, floating and finite: where v starts (zero when None).
     """
     check_updates(updates)
     n, d = updates.shape
-    if not (isinstance(tau, Real) and tau > 0):
-        raise ValueError(f"centered_clipping needs tau > 0, got tau={tau}")
-    if isinstance(iterations, bool) or not isinstance(iterations, Integral) or iterations < 1:
-        raise ValueError(
-            f"centered_clipping needs an integer iterations >= 1, got iterations={iterations}"
-        )
+    check_real("centered_clipping", "tau", tau, above=0)
+    iterations = check_int("centered_clipping", "iterations", iterations, 1)
     if center is None:
         v = torch.zeros(d, dtype=updates.dtype, device=updates.device)
     else:
-        if not isinstance(center, torch.Tensor) or center.shape != (d,):
-            shape = tuple(center.shape) if isinstance(center, torch.Tensor) else type(center)
-            raise ValueError(f"centered_clipping needs center of shape ({d},), got {shape}")
-        if not torch.isfinite(center).all():
-            raise ValueError("centered_clipping needs a finite center, got non-finite values")
+        center = check_vector("centered_clipping", "center", center, d)
         v = center.to(dtype=updates.dtype, device=updates.device)
 
     share = torch.zeros(n, dtype=torch.float64, device=updates.device)  # the c_i
-    for _ in range(int(iterations)):
+    for _ in range(iterations):
         offsets = updates - v  # shape: (n, d)
         scale = _clip_factors(torch.linalg.vector_norm(offsets, dim=1), tau)  # shape: (n,)
         v = v + (scale / n) @ offsets
@@ -142,8 +133,7 @@ def norm_bound(updates: torch.Tensor, max_norm: float) -> Aggregate:
     """
     check_updates(updates)
     n = updates.shape[0]
-    if not (isinstance(max_norm, Real) and max_norm > 0):
-        raise ValueError(f"norm_bound needs max_norm > 0, got max_norm={max_norm}")
+    check_real("norm_bound", "max_norm", max_norm, above=0)
     scale = _clip_factors(torch.linalg.vector_norm(updates, dim=1), max_norm)  # shape: (n,)
     share = scale / n
     # shape: (d,)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
-from strategies.base import Aggregate, check_updates
+from strategies.base import Aggregate
+from strategies.checks import check_updates, is_real
 
 
 def coordinate_median(values: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ def trimmed_mean(updates: torch.Tensor, beta: float) -> Aggregate:
         ``update`` of shape ``(d,)`` in the input's dtype and device; ``weights`` None.
     """
     check_updates(updates)
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0.0 <= float(beta) < 0.5:
+    if not is_real(beta) or not 0.0 <= float(beta) < 0.5:
         raise ValueError(f"trimmed_mean needs 0 <= beta < 0.5, got beta={beta!r}")
     n = updates.shape[0]
     k = math.floor(float(beta) * n)  # == int(beta * n) for beta >= 0, as Flower

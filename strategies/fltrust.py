@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from strategies.base import Aggregate, check_updates
+from strategies.base import Aggregate
+from strategies.checks import check_updates, check_vector
 
 
 def fltrust(updates: torch.Tensor, server_update: torch.Tensor) -> Aggregate:
@@ -44,18 +45,7 @@ def fltrust(updates: torch.Tensor, server_update: torch.Tensor) -> Aggregate:
     """
     check_updates(updates)
     d = updates.shape[1]
-    if not isinstance(server_update, torch.Tensor) or server_update.shape != (d,):
-        shape = (
-            tuple(server_update.shape)
-            if isinstance(server_update, torch.Tensor)
-            else type(server_update).__name__
-        )
-        raise ValueError(f"fltrust needs server_update of shape ({d},), got {shape}")
-    if not server_update.is_floating_point():
-        raise ValueError(f"fltrust needs a floating server_update, got dtype {server_update.dtype}")
-    if not torch.isfinite(server_update).all():
-        bad = int((~torch.isfinite(server_update)).sum())
-        raise ValueError(f"fltrust needs a finite server_update, got {bad} non-finite values")
+    check_vector("fltrust", "server_update", server_update, d)
 
     # Norms and dots in at least float32 (half-precision sums over d lose the sign of cos).
     work = torch.promote_types(updates.dtype, torch.float32)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
-
 import torch
 
-from strategies.base import Aggregate, check_client_weights, check_updates
+from strategies.base import Aggregate
+from strategies.checks import check_client_weights, check_int, check_real, check_updates
 
 
 def geometric_median(
@@ -76,14 +74,9 @@ def geometric_median(
     check_updates(updates)
     n = updates.shape[0]
     a = check_client_weights(weights, n)
-    if not (isinstance(nu, Real) and math.isfinite(nu) and nu > 0):
-        raise ValueError(f"geometric_median needs finite nu > 0, got nu={nu}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, Integral) or max_iter < 1:
-        raise ValueError(
-            f"geometric_median needs an integer max_iter >= 1, got max_iter={max_iter}"
-        )
-    if not (isinstance(tol, Real) and tol >= 0):
-        raise ValueError(f"geometric_median needs tol >= 0, got tol={tol}")
+    check_real("geometric_median", "nu", nu, above=0, finite=True)
+    max_iter = check_int("geometric_median", "max_iter", max_iter, 1)
+    check_real("geometric_median", "tol", tol, at_least=0)
 
     # Gram of the rows in float64: every iterate is z = sum_j c_j x_j, so
     # ||x_i - z||^2 = G_ii - 2 (G c)_i + c^T G c. Not the squared-distance matrix: that
@@ -104,7 +97,7 @@ def geometric_median(
         return (sq_norms - 2.0 * g_c + coef @ g_c).clamp_min(0.0).sqrt()
 
     coef = alpha  # start at the weighted mean
-    for _ in range(int(max_iter)):
+    for _ in range(max_iter):
         beta = alpha / distances(coef).clamp_min(nu)  # shape: (n,)
         new_coef = beta / beta.sum()
         step = new_coef - coef

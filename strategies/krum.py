@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
-from strategies.base import Aggregate, check_updates, pairwise_sq_distances
-
-
-def check_num_malicious(num_malicious: int) -> int:
-    """Raise ``ValueError`` unless ``num_malicious`` (f) is an integer >= 0; return it as int."""
-    if isinstance(num_malicious, bool) or not isinstance(num_malicious, numbers.Integral):
-        raise ValueError(f"num_malicious must be an integer >= 0, got {num_malicious!r}")
-    if num_malicious < 0:
-        raise ValueError(f"num_malicious must be an integer >= 0, got {num_malicious}")
-    return int(num_malicious)
+from strategies.base import Aggregate, pairwise_sq_distances
+from strategies.checks import check_num_malicious, check_updates, is_int
 
 
 def krum_scores(distances: torch.Tensor, num_malicious: int) -> torch.Tensor:
@@ -127,7 +117,7 @@ def multikrum(
     scores = _scores(updates, num_malicious, "multikrum")
     n = updates.shape[0]
     m = n - int(num_malicious) if num_selected is None else num_selected
-    if isinstance(m, bool) or not isinstance(m, numbers.Integral) or not 1 <= m <= n:
+    if not is_int(m) or not 1 <= m <= n:
         raise ValueError(f"multikrum needs 1 <= num_selected <= n, got num_selected={m!r}, n={n}")
     m = int(m)
     order = torch.sort(scores, stable=True).indices  # ties: lower index first

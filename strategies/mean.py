@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from strategies.base import Aggregate, check_client_weights, check_updates
+from strategies.base import Aggregate
+from strategies.checks import check_client_weights, check_updates
 
 
 def fedavg(updates: torch.Tensor, weights: torch.Tensor | None = None) -> Aggregate:

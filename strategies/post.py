@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from strategies.checks import is_real
+
 
 class ServerLearningRate:
     """The global model moves by ``lr`` times the aggregate (``lr = 1``: the aggregate itself).
@@ -17,7 +19,7 @@ class ServerLearningRate:
     """
 
     def __init__(self, lr: float) -> None:
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
+        if not is_real(lr) or not 0 < lr < math.inf:
             raise ValueError(f"server_lr={lr!r}: must be a finite number > 0")
         self.lr = float(lr)
         self.name = "server_lr"

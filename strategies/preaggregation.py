@@ -10,11 +10,11 @@ clients as ``rule_weights @ mixing``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral
 
 import torch
 
-from strategies.base import check_updates, pairwise_sq_distances
+from strategies.base import pairwise_sq_distances
+from strategies.checks import check_int, check_updates, is_int
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,7 @@ def nearest_neighbor_mixing(updates: torch.Tensor, num_malicious: int) -> Mixed:
     """
     check_updates(updates)
     n = updates.shape[0]
-    if (
-        isinstance(num_malicious, bool)
-        or not isinstance(num_malicious, Integral)
-        or not 0 <= num_malicious < n
-    ):
+    if not is_int(num_malicious) or not 0 <= num_malicious < n:
         raise ValueError(
             f"nearest_neighbor_mixing needs an integer 0 <= num_malicious < n, "
             f"got num_malicious={num_malicious}, n={n}"
@@ -109,11 +105,7 @@ def bucketing(
     """
     check_updates(updates)
     n = updates.shape[0]
-    if isinstance(bucket_size, bool) or not isinstance(bucket_size, Integral) or bucket_size < 1:
-        raise ValueError(
-            f"bucketing needs an integer bucket_size >= 1, got bucket_size={bucket_size}"
-        )
-    s = int(bucket_size)
+    s = check_int("bucketing", "bucket_size", bucket_size, 1)
     m = -(-n // s)  # ceil(n / s)
     device = generator.device if generator is not None else torch.device("cpu")
     order = torch.randperm(n, generator=generator, device=device).to(updates.device)

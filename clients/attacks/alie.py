@@ -6,7 +6,8 @@ from statistics import NormalDist
 
 import torch
 
-from clients.attacks.basic import check_attack_args, check_count, check_real, repeat_rows
+from clients.attacks.basic import check_attack_args, repeat_rows
+from clients.checks import check_int, check_real
 
 
 def alie_z(num_clients: int, num_malicious: int) -> float:
@@ -33,8 +34,8 @@ def alie_z(num_clients: int, num_malicious: int) -> float:
         Where the CDF argument is not strictly inside (0, 1): ``f >= floor(n/2) + 1``
         (the attackers are a majority; s <= 0) or ``n <= 2``. Give ``z`` to ``alie`` then.
     """
-    n = check_count("num_clients", num_clients)
-    f = check_count("num_malicious", num_malicious)
+    n = check_int("num_clients", num_clients)
+    f = check_int("num_malicious", num_malicious)
     if n - f < 1:
         raise ValueError(f"alie_z needs at least one benign client, got n={n}, f={f}")
     s = n // 2 + 1 - f

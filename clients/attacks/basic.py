@@ -12,37 +12,22 @@ use it, the others accept and ignore it. When ``own`` is None those per-client a
 ``benign[:f]`` as the clients' own updates: right under partial knowledge, where the
 adversary passes its own updates as ``benign``; under full knowledge pass ``own``. The result
 has shape ``(num_malicious, d)`` in ``benign``'s dtype and device; inputs are never modified.
-The shared checks and helpers live here (``check_attack_args``, ``own_updates``,
-``repeat_rows``).
+The contract's check and helpers live here (``check_attack_args``, ``own_updates``,
+``repeat_rows``); the number checks are ``clients.checks``.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 
 import torch
 
+from clients.checks import check_int, check_matrix, check_real
+
 # What a colluding adversary sees: "partial", its own clients' honest updates; "full",
 # every benign update of the round.
 KNOWLEDGE = ("partial", "full")
-
-
-def check_count(name: str, value: object) -> int:
-    """Return ``value`` as an int; ``ValueError`` unless it is an integer >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return int(value)
-
-
-def check_real(name: str, value: object, *, positive: bool = False) -> float:
-    """Return ``value`` as a float; ``ValueError`` unless it is a finite real (> 0 if asked)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return float(value)
 
 
 def check_attack_args(
@@ -59,16 +44,11 @@ def check_attack_args(
     ``k >= min_rows``, ``0 <= num_malicious <= num_clients`` (integers), and ``own`` is
     None or a floating ``(f, d)`` tensor.
     """
-    if not isinstance(benign, torch.Tensor):
-        raise ValueError(f"benign must be a torch.Tensor, got {type(benign).__name__}")
-    if benign.ndim != 2:
-        raise ValueError(f"benign must have shape (k, d), got {tuple(benign.shape)}")
-    if not benign.is_floating_point():
-        raise ValueError(f"benign must be a floating tensor, got dtype {benign.dtype}")
+    check_matrix("benign", benign)
     if benign.shape[0] < min_rows:
         raise ValueError(f"benign has {benign.shape[0]} rows; this attack needs >= {min_rows}")
-    f = check_count("num_malicious", num_malicious)
-    n = check_count("num_clients", num_clients)
+    f = check_int("num_malicious", num_malicious)
+    n = check_int("num_clients", num_clients)
     if f > n:
         raise ValueError(f"num_malicious must be <= num_clients, got f={f}, n={n}")
     if own is not None:
@@ -186,10 +166,8 @@ def scaling(
 def _blanchard_noise(
     benign: torch.Tensor, shape: tuple[int, int], generator: torch.Generator, std, mean
 ) -> torch.Tensor:
-    std = 200.0 if std is None else check_real("std", std)
+    std = 200.0 if std is None else check_real("std", std, at_least=0)
     mean = 0.0 if mean is None else check_real("mean", mean)
-    if std < 0:
-        raise ValueError(f"std must be >= 0, got {std}")
     noise = torch.randn(shape, generator=generator, dtype=torch.float64, device=generator.device)
     return mean + std * noise
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from clients.attacks.basic import KNOWLEDGE
+from clients.attacks.basic import KNOWLEDGE, check_attack_args
+from clients.checks import check_int, check_matrix, check_real
 from strategies.base import Aggregate, pairwise_sq_distances
 from strategies.krum import krum
 
@@ -35,38 +35,15 @@ from strategies.krum import krum
 # ---------------------------------------------------------------------------------------
 
 
-def _check_matrix(name: str, x: object) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 2:
-        raise ValueError(f"{name} must have shape (k, d), got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating tensor, got dtype {x.dtype}")
+def _check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
+    """``x``, a checked matrix, if it has a row, a column and only finite values: the
+    formulas below take signs, extremes and norms of it, which NaN or no data leave
+    undefined."""
     if x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"{name} must have at least one row and one column, got {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} must be finite; it holds NaN or inf")
     return x
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_real(name: str, value: object, *, low: float, strict: bool) -> float:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, numbers.Real)
-        and math.isfinite(float(value))
-        and (float(value) > low if strict else float(value) >= low)
-    )
-    if not ok:
-        raise ValueError(
-            f"{name} must be a finite number {'>' if strict else '>='} {low}, got {value!r}"
-        )
-    return float(value)
 
 
 def _check_generator(generator: object, attack: str) -> torch.Generator:
@@ -78,11 +55,11 @@ def _check_generator(generator: object, attack: str) -> torch.Generator:
 
 
 def _known_updates(
-    benign: object,
-    num_malicious: object,
-    num_clients: object,
-    own: object,
-    knowledge: object,
+    benign: torch.Tensor,
+    num_malicious: int,
+    num_clients: int,
+    own: torch.Tensor | None,
+    knowledge: str,
 ) -> tuple[torch.Tensor, int, int]:
     """Validate the contract's arguments; return (the updates the adversary uses, f, n).
 
@@ -90,18 +67,13 @@ def _known_updates(
     Partial knowledge: ``own`` when given, else ``benign``. ``own``, when given, must be
     ``(f, d)`` in either mode (full knowledge does not use it).
     """
-    benign = _check_matrix("benign", benign)
-    f = _check_int("num_malicious", num_malicious, 0)
-    n = _check_int("num_clients", num_clients, 0)
-    if n < f:
-        raise ValueError(f"num_clients must be >= num_malicious, got n={n}, f={f}")
+    f = check_attack_args(benign, num_malicious, num_clients, own=own, min_rows=1)
+    n = int(num_clients)
+    _check_finite("benign", benign)
+    if own is not None:
+        _check_finite("own", own)
     if knowledge not in KNOWLEDGE:
         raise ValueError(f"knowledge must be one of {KNOWLEDGE}, got {knowledge!r}")
-    d = benign.shape[1]
-    if own is not None:
-        own = _check_matrix("own", own)
-        if own.shape != (f, d):
-            raise ValueError(f"own must have shape (f, d) = ({f}, {d}), got {tuple(own.shape)}")
     if knowledge == "full":
         if benign.shape[0] != n - f:
             raise ValueError(
@@ -172,9 +144,9 @@ def fang_krum_lambda_bound(known: torch.Tensor, num_malicious: int, num_clients:
     float
         ``lam_init >= 0``.
     """
-    known = _check_matrix("known", known)
-    f = _check_int("num_malicious", num_malicious, 0)
-    n = _check_int("num_clients", num_clients, 0)
+    known = _check_finite("known", check_matrix("known", known))
+    f = check_int("num_malicious", num_malicious)
+    n = check_int("num_clients", num_clients)
     if n <= 2 * f + 1:
         raise ValueError(f"Fang's lambda bound needs n > 2f + 1, got n={n}, f={f}")
     k, d = known.shape
@@ -237,8 +209,8 @@ def fang_krum_search(
         The crafted updates (``(f, d)``, ``benign``'s dtype and device) and the lambdas.
     """
     known, f, n = _known_updates(benign, num_malicious, num_clients, own, knowledge)
-    epsilon = _check_real("epsilon", epsilon, low=0.0, strict=False)
-    threshold = _check_real("threshold", threshold, low=0.0, strict=True)
+    epsilon = check_real("epsilon", epsilon, at_least=0)
+    threshold = check_real("threshold", threshold, above=0)
     if aggregator is not None and not callable(aggregator):
         raise ValueError(f"aggregator must be callable, got {aggregator!r}")
     d = benign.shape[1]
@@ -391,7 +363,7 @@ def fang_trimmed_mean_intervals(
         ``(low, high)``, each shape ``(d,)``, float64, on ``benign``'s device.
     """
     known, _, _ = _known_updates(benign, num_malicious, num_clients, own, knowledge)
-    b = _check_real("b", b, low=1.0, strict=False)
+    b = check_real("b", b, at_least=1)
     x = known.to(torch.float64)
     if knowledge == "full":
         s = torch.sign(x.mean(dim=0))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from clients.attacks.basic import check_attack_args, check_real, repeat_rows
+from clients.attacks.basic import check_attack_args, repeat_rows
+from clients.checks import check_real
 
 
 def ipm(
@@ -44,6 +45,6 @@ def ipm(
         Shape ``(f, d)``, identical rows, ``benign``'s dtype and device.
     """
     f = check_attack_args(benign, num_malicious, num_clients, own=own, min_rows=1)
-    epsilon = check_real("epsilon", epsilon, positive=True)
+    epsilon = check_real("epsilon", epsilon, above=0)
     mu = benign.to(torch.float64).mean(dim=0)  # shape: (d,)
     return repeat_rows(-epsilon * mu, f, benign)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 
 import torch
 
-from clients.attacks.basic import check_attack_args, check_real, repeat_rows
+from clients.attacks.basic import check_attack_args, repeat_rows
+from clients.checks import check_int, check_real
 
 
 def _unit(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
@@ -78,13 +78,12 @@ def halving_search(
     max_iter : int (default: 200)
         >= 1, the most oracle calls.
     """
-    gamma = check_real("gamma_init", gamma_init, positive=True)
-    tol = check_real("tol", tol, positive=True)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    gamma = check_real("gamma_init", gamma_init, above=0)
+    tol = check_real("tol", tol, above=0)
+    max_iter = check_int("max_iter", max_iter, 1)
     step = gamma
     gamma_succ = 0.0
-    for _ in range(int(max_iter)):
+    for _ in range(max_iter):
         if abs(gamma_succ - gamma) <= tol:
             break
         if feasible(gamma):

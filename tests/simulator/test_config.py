@@ -382,7 +382,7 @@ def test_output_dir_that_cannot_be_written_is_reported_before_any_work(tmp_path:
         ),
         (
             ["attack=backdoor", "malicious_fraction=0.1", "attack.boost=-3"],
-            "attack.boost=-3: must be > 0",
+            "attack.boost=-3: must be a finite number > 0",
         ),
         (
             ["attack=label_flip", "malicious_fraction=0.1", "attack.source=3"],
