@@ -42,6 +42,19 @@ ROUND_KEYWORDS = frozenset(
 def accepted_keywords(fn: Callable[..., Any]) -> frozenset[str]:
     """The keyword names ``fn`` (a function, a ``functools.partial`` or a callable
     object) can take; ``{"*"}`` if it takes ``**kwargs``."""
+    try:
+        return _cached_keywords(fn)
+    except TypeError:  # an unhashable callable: read its signature each time
+        return _keywords(fn)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_keywords(fn: Callable[..., Any]) -> frozenset[str]:
+    # Stages are called every round; their signatures do not change.
+    return _keywords(fn)
+
+
+def _keywords(fn: Callable[..., Any]) -> frozenset[str]:
     parameters = inspect.signature(fn).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return frozenset({"*"})
