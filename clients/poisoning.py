@@ -146,7 +146,7 @@ class Backdoor(Poisoning):
         if pattern == "square" and size < 1:
             raise ValueError(f"size={size}: must be >= 1")
         if pattern == "pixels" and not pixels:
-            raise ValueError("pixels: pattern=pixels needs a list of [row, column]")
+            raise ValueError(f"pixels={pixels}: pattern=pixels needs a list of [row, column]")
         self._set_boost(boost)
         self.target_label = target_label
         self.poison_fraction = poison_fraction
@@ -181,7 +181,10 @@ class Backdoor(Poisoning):
         else:
             for row, col in self.pixels:
                 if not (-height <= row < height and -width <= col < width):
-                    raise ValueError(f"pixels: ({row}, {col}) is outside {height}x{width} images")
+                    raise ValueError(
+                        f"pixels={[list(p) for p in self.pixels]}: ({row}, {col}) is outside "
+                        f"{height}x{width} images"
+                    )
                 mask[row, col] = True
         return mask
 

@@ -10,13 +10,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from hydra.utils import get_object
 from omegaconf import DictConfig
 
 from clients.poisoning import Poisoning
 from clients.training import TrainConfig
 from simulator.federation import FederationSpec
-from simulator.schema import build, own_parameters, parameters_of
+from simulator.schema import build, load_target, own_parameters, parameters_of
 from simulator.seeding import Stream, torch_generator
 from simulator.threat import ThreatModel
 from strategies.pipeline import Defence
@@ -61,7 +60,7 @@ def configured_site(cfg: DictConfig) -> str:
     target = cfg.attack.get("_target_")
     if target is None:
         return "none"
-    component = get_object(target)
+    component = load_target(target)
     is_poisoning = isinstance(component, type) and issubclass(component, Poisoning)
     return "client" if is_poisoning else "adversary"
 
@@ -106,14 +105,15 @@ def defence_name(cfg: DictConfig) -> str:
 
 def build_defence(
     cfg: DictConfig,
-    num_malicious: int,
+    threat: ThreatModel,
     inputs: Mapping[str, Callable[[int, torch.Tensor | None], Any]] | None = None,
     generator: Callable[[str, int], torch.Generator] | None = None,
 ) -> Defence:
     """The run's defence: ``detect`` -> ``pre`` -> ``strategy`` -> the server learning rate.
 
-    ``inputs`` offers what only the run can compute (FLTrust's ``server_update``);
-    ``generator`` defaults to the run's seeded streams.
+    The stages are told ``threat.num_malicious_told`` attackers. ``inputs`` offers what
+    only the run can compute (FLTrust's ``server_update``); ``generator`` defaults to the
+    run's seeded streams.
     """
     pre = build("pre", cfg.pre)
     detect = build("detect", cfg.detect)
@@ -122,7 +122,7 @@ def build_defence(
         pre=() if pre is None else (pre,),
         detect=() if detect is None else (detect,),
         post=(ServerLearningRate(cfg.strategy.server_lr),),
-        num_malicious=num_malicious,
+        num_malicious=threat.num_malicious_told,
         weight_by_examples=bool(cfg.strategy.weight_by_examples),
         inputs=inputs,
         generator=generator if generator is not None else generators(cfg.seed),

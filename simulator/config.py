@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -28,8 +29,10 @@ from simulator.schema import (
     MAX_THREADS,
     MAX_WORKERS,
     MOVED,
+    RUN_KEYWORDS,
     SETTINGS,
     build,
+    load_target,
 )
 from simulator.threat import ThreatModel
 
@@ -170,9 +173,10 @@ def unknown_key_message(
         if key.startswith(f"{old}."):
             now = f"{new}.{key[len(old) + 1 :]}"
             return f"{key}={_show(value)}: the key is now {now} (parameters sit under {new}.)"
-    if key == "pre.steps" or key.startswith("pre.steps."):
-        choose = "pre-aggregation is chosen with pre=NAME, its parameters under pre."
-        return f"{key}={_show(value)}: {choose}"
+        if key == old:
+            names = sorted(value) if isinstance(value, dict) else ["NAME"]
+            now = ", ".join(f"{new}.{name}" for name in names)
+            return f"{key}={_show(value)}: parameters now sit directly under {new}: {now}"
     parent, _, name = key.rpartition(".")
     siblings = sorted(str(k) for k in (node if known is None else known) if k != name)
     siblings = [k for k in siblings if not k.startswith("_")]
@@ -199,14 +203,18 @@ def _component_keys(group: str, node: DictConfig) -> list[str] | None:
     if target is None:
         return known
     try:
-        from hydra.utils import get_object
-
-        keywords = accepted_keywords(get_object(target))
-    except Exception:  # an unknown target is reported when the entry is built
-        return None
+        component = load_target(target)
+    except ValueError as error:
+        raise ConfigError(f"{group}.{error}") from None
+    keywords = accepted_keywords(component)
     if "*" in keywords:
         return None
-    return [*known, *sorted(keywords)]
+    # The first parameter (the updates) and what the run passes at each call are not
+    # settable: a configured value would be silently replaced.
+    first = next(iter(inspect.signature(component).parameters), None)
+    if isinstance(component, type):
+        first = None  # a class: its constructor's parameters are all settable
+    return [*known, *sorted(keywords - RUN_KEYWORDS - {first})]
 
 
 def _check_known_keys(node: DictConfig, prefix: str = "") -> None:
@@ -362,6 +370,11 @@ def _check_attack(cfg: DictConfig, threat: ThreatModel, dataset: Any) -> None:
 
     attack = _build("attack", cfg.attack)
     site = attack_site(attack)
+    if site != threat.site:  # the site is read from the _target_ before anything is built
+        raise ConfigError(
+            f"attack._target_={cfg.attack._target_}: builds a {site}-side attack; name the "
+            "class itself for a client-side (Poisoning) attack"
+        )
     if site == "adversary":
         n, f = cfg.clients_per_round, threat.malicious_per_round
         # One attacker among 10 clients with full knowledge: a failure is the attack's own
@@ -396,6 +409,10 @@ def _attack_error(cfg: DictConfig, error: Exception, attackers: int, n: int) -> 
     return f"attack={cfg.attack.name} with {attackers} of {n} clients per round malicious: {reason}"
 
 
+def _told(threat: ThreatModel, f: int) -> ThreatModel:
+    return dataclasses.replace(threat, num_malicious_told=f)
+
+
 def _check_defence(cfg: DictConfig, threat: ThreatModel) -> None:
     """Build the defence and run it on a zero matrix of the round's shape.
 
@@ -407,15 +424,15 @@ def _check_defence(cfg: DictConfig, threat: ThreatModel) -> None:
     """
     from simulator.components import build_defence
 
+    _build("pre", cfg.pre)  # constructor complaints name their own group
+    _build("detect", cfg.detect)
     n, told = cfg.clients_per_round, threat.num_malicious_told
     inputs: dict[str, Any] = {}
     if cfg.strategy.root_size >= 1:
         inputs["server_update"] = lambda server_round, global_model: torch.ones(2)
+    seeded = lambda kind, server_round: torch.Generator().manual_seed(0)  # noqa: E731
     try:
-        defences = [
-            (build_defence(cfg, f, inputs, lambda kind, r: torch.Generator().manual_seed(0)), f)
-            for f in (0, told)
-        ]
+        defences = [(build_defence(cfg, _told(threat, f), inputs, seeded), f) for f in (0, told)]
     except ValueError as error:
         message = _first_cause(error)
         if "server_update" in message:
@@ -442,7 +459,8 @@ def _check_defence(cfg: DictConfig, threat: ThreatModel) -> None:
             reason = outcome.reason
             if combination and cfg.strategy.num_malicious is None:
                 reason += f" (f from malicious_fraction={_show(cfg.malicious_fraction)})"
+            group = {"pre": "pre", "detect": "detect"}.get(outcome.stage.split(".")[0], "strategy")
             raise ConfigError(
-                f"strategy={cfg.strategy.name} with clients_per_round={n}: {reason}",
+                f"{group}={cfg[group].name} with clients_per_round={n}: {reason}",
                 combination=combination,
             )

@@ -82,7 +82,6 @@ def simulate(
     from simulator.adversary import Adversary
     from simulator.client_app import ClientSpec, make_client_app
     from simulator.components import (
-        attack_site,
         build_defence,
         defence_name,
         federation_spec,
@@ -118,7 +117,7 @@ def simulate(
     )  # fmt: skip
     attack = build("attack", cfg.attack)
     threat = threat_model(cfg)
-    poisoning = attack if attack_site(attack) == "client" else None
+    poisoning = attack if threat.site == "client" else None
     client_spec = ClientSpec(
         federation=spec,
         model=own_parameters("model", container["model"]),
@@ -133,18 +132,19 @@ def simulate(
     recorder = RunRecorder(
         output_dir, cfg.num_rounds, on_round=progress.update, malicious=threat.malicious
     )
+    recipe = train_config(cfg)
     server_inputs: dict[str, Any] = {}
     if federation.root is not None:
         server_inputs["server_update"] = root_update_fn(
-            initial_model, federation.root, train_config(cfg), cfg.seed, cfg.device
+            initial_model, federation.root, recipe, cfg.seed, cfg.device
         )
 
     def build_strategy(node_to_client: dict[int, int]) -> Any:
         adversary = None
-        if attack_site(attack) == "adversary" and threat.malicious:
+        if threat.site == "adversary" and threat.malicious:
             adversary = Adversary(attack, threat, cfg.seed)
         return OleanderStrategy(
-            build_defence(cfg, threat.num_malicious_told, server_inputs),
+            build_defence(cfg, threat, server_inputs),
             node_to_client=node_to_client,
             clients_per_round=cfg.clients_per_round,
             seed=cfg.seed,
@@ -158,7 +158,7 @@ def simulate(
         test=data.test,
         num_clients=cfg.num_clients,
         num_rounds=cfg.num_rounds,
-        train_config=train_config(cfg),
+        train_config=recipe,
         build_strategy=build_strategy,
         on_evaluated=recorder.on_evaluated,
         device=cfg.device,

@@ -20,7 +20,8 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from simulator.config import GROUPS, ConfigError, unknown_key_message, validate
+from simulator.config import ConfigError, unknown_key_message, validate
+from simulator.schema import GROUPS
 
 CONFIG_NAME = "config"
 SWITCHES = ("progress", "verbose")  # the boolean top-level keys

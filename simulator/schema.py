@@ -14,6 +14,7 @@ and never passed to the component.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,7 +171,12 @@ SETTINGS: dict[str, dict[str, Any]] = {
 # Settings of the typed groups that are labels, not constructor parameters.
 LABELS = {"partition": ("name",), "model": ("name",), "engine": ("name",)}
 # Keys of the first release's nested layout, and where their contents live now.
-MOVED = {"strategy.rule": "strategy", "attack.craft": "attack", "attack.poison": "attack"}
+MOVED = {
+    "strategy.rule": "strategy",
+    "attack.craft": "attack",
+    "attack.poison": "attack",
+    "pre.steps": "pre",
+}
 
 SCHEMAS: dict[str, tuple[str | None, Any]] = {
     "oleander_schema": (None, OleanderConfig),
@@ -196,6 +202,24 @@ def register_schemas() -> None:
 
 
 register_schemas()
+
+
+# Keywords the run passes to a component when it calls it; a config may not set them.
+RUN_KEYWORDS = frozenset(
+    {
+        "num_malicious", "client_ids", "server_round", "global_model", "state", "generator",
+        "weights", "server_update", "own", "num_clients", "knowledge",
+    }
+)  # fmt: skip
+
+
+def load_target(path: str) -> Any:
+    """The object a ``_target_`` names (``package.module.name``); ``ValueError`` if none."""
+    module, _, name = str(path).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"_target_={path}: cannot be imported ({error})") from None
 
 
 def own_parameters(group: str, node: DictConfig | dict[str, Any]) -> dict[str, Any]:

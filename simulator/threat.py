@@ -1,6 +1,6 @@
 """The threat model of a run: who is malicious, what they do, what a defence is told.
 
-Built once from the config (``ThreatModel.from_config``) and passed as is to the
+Built once from the config (``simulator.components.threat_model``), handed to the
 adversary, the clients, the defence and the results, and written as is into
 ``summary.json``. One rounding rule everywhere: round half up, ``floor(fraction * n + 1/2)``.
 """
@@ -16,7 +16,7 @@ from clients.attacks import KNOWLEDGE
 from simulator.seeding import Stream, numpy_generator
 
 ROUNDING = "round half up: floor(fraction * n + 1/2)"
-# Where an attack runs, by kind (``simulator.schema.attack_site``).
+# Where an attack runs, by kind (``simulator.components.configured_site``).
 SITES = {
     "adversary": "server-side colluding adversary, between replies and aggregation",
     "client": "inside the malicious clients",
@@ -49,6 +49,8 @@ class ThreatModel:
     ----------
     attack : str
         The attack's name (``none`` for a clean run).
+    site : str
+        ``client``, ``adversary`` or ``none`` (a key of ``SITES``).
     where : str
         Where it runs: in the malicious clients, or in the server-side adversary.
     knowledge : str | None
@@ -77,6 +79,7 @@ class ThreatModel:
     """
 
     attack: str
+    site: str
     where: str
     knowledge: str | None
     parameters: dict[str, Any]
@@ -122,6 +125,7 @@ class ThreatModel:
             knowledge = "full"
         return cls(
             attack=attack,
+            site=site,
             where=SITES[site],
             knowledge=knowledge,
             parameters=dict(parameters),
@@ -139,6 +143,7 @@ class ThreatModel:
         """No attack: every one of ``num_clients`` clients is honest."""
         return cls(
             attack="none",
+            site="none",
             where=SITES["none"],
             knowledge=None,
             parameters={},

@@ -6,6 +6,7 @@ Hydra's own help (``--hydra-help``) stays available.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,10 @@ WHAT = {
     "dataset": "the data set; the server keeps its test split",
     "partition": "how the training split is divided among clients",
     "model": "the model every client trains",
-    "strategy": "the server's aggregation rule (its parameters: strategy.<name>)",
+    "strategy": "the server's aggregation rule (its parameters: strategy.<parameter>)",
     "pre": "pre-aggregation in front of the rule",
     "detect": "detection in front of the rule: flagged clients leave the round",
-    "attack": "what malicious clients do (its parameters: attack.<name>)",
+    "attack": "what malicious clients do (its parameters: attack.<parameter>)",
     "engine": "how messages reach the clients",
     "experiment": "a preset (its header says what it reproduces)",
     "debug": "a small, fast run to try a change",
@@ -96,13 +97,7 @@ def help_text(config_dir: Path) -> str:
 
 
 def _wrap(items: list[str], width: int, indent: str) -> list[str]:
-    lines: list[str] = []
-    line = indent
-    for item in items:
-        if len(line) + len(item) + 1 > width and line.strip():
-            lines.append(line.rstrip())
-            line = indent
-        line += item + " "
-    if line.strip():
-        lines.append(line.rstrip())
-    return lines
+    return textwrap.wrap(
+        " ".join(items), width, initial_indent=indent, subsequent_indent=indent,
+        break_long_words=False, break_on_hyphens=False,
+    )  # fmt: skip

@@ -31,9 +31,9 @@ import torch
 from strategies.base import Aggregate
 from strategies.state import DefenceState
 
+NON_FINITE = "aggregate has non-finite values"
 # Keywords the defence offers every stage; anything else a stage requires must come from
 # the run (``inputs``) or be bound in the stage's configuration.
-NON_FINITE = "aggregate has non-finite values"
 ROUND_KEYWORDS = frozenset(
     {"num_malicious", "client_ids", "server_round", "global_model", "state", "generator"}
 )
@@ -157,6 +157,10 @@ class Outcome:
         Client id -> the detector that flagged it.
     reason : str
         Why the round kept the global model (a stage's complaint), or "".
+    name : str
+        The defence's name, for the note.
+    stage : str
+        The stage whose complaint ``reason`` is (``detect.0``, ``pre.0``, ``rule``, ...).
     """
 
     step: torch.Tensor | None
@@ -165,6 +169,7 @@ class Outcome:
     flagged: dict[int, str] = field(default_factory=dict)
     reason: str = ""
     name: str = "defence"
+    stage: str = ""
 
     @property
     def note(self) -> str:
@@ -228,15 +233,15 @@ class Defence:
         self.generator = generator
         self.name = name
         self.state = DefenceState()
+        self._stages = dict(self.stages())
         offered = ROUND_KEYWORDS | set(self.inputs) | ({"weights"} if weight_by_examples else set())
-        for kind, stage in self.stages():
+        for stage in self._stages.values():
             missing = sorted(required_keywords(stage) - offered)
             if missing:
                 raise ValueError(
                     f"{stage_name(stage)} needs {', '.join(missing)}, which this run does not "
                     "provide" + (" (a root set)" if "server_update" in missing else "")
                 )
-            del kind
 
     def stages(self) -> list[tuple[str, Callable[..., Any]]]:
         """``(state name, stage)`` of every stage, in the order they run."""
@@ -246,9 +251,6 @@ class Defence:
             ("rule", self.rule),
             *((f"post.{i}", p) for i, p in enumerate(self.post)),
         ]
-
-    def wants(self, keyword: str) -> bool:
-        return any(accepts(stage, keyword) for _, stage in self.stages())
 
     def __call__(
         self,
@@ -262,30 +264,38 @@ class Defence:
         """Aggregate one round's ``(n, d)`` updates of clients ``client_ids``.
 
         A stage's ``ValueError`` (a precondition the round's rows no longer meet) and a
-        non-finite aggregate keep the global model, with a note; the state written in the
-        round is then discarded.
+        non-finite aggregate keep the global model, with a note naming the stage; the state
+        written in the round is then discarded.
         """
         n = updates.shape[0]
         kept = list(range(n))
         flagged: dict[int, str] = {}
         lazy: dict[str, Any] = {}
         generators: dict[str, torch.Generator] = {}
+        current = ""  # the stage running, for the note when it fails
 
         def offer(stage: str, rows: list[int]) -> dict[str, Any]:
+            nonlocal current
+            current = stage
             kind = "detection" if stage.startswith("detect") else "aggregation"
-            callable_ = dict(self.stages())[stage]
+            callable_ = self._stages[stage]
             offered: dict[str, Any] = {
                 "num_malicious": self.num_malicious,
                 "client_ids": [int(client_ids[r]) for r in rows],
                 "server_round": server_round,
                 "global_model": global_model,
-                "state": self.state.stage(stage),
             }
+            if accepts(callable_, "state"):
+                offered["state"] = self.state.stage(stage)
             if self.generator is not None and accepts(callable_, "generator"):
                 if kind not in generators:
                     generators[kind] = self.generator(kind, server_round)
                 offered["generator"] = generators[kind]
-            if self.weight_by_examples and num_examples is not None:
+            if (
+                self.weight_by_examples
+                and num_examples is not None
+                and accepts(callable_, "weights")
+            ):
                 counts = torch.tensor([num_examples[r] for r in rows], dtype=torch.float64)
                 offered["weights"] = (counts / counts.sum()).to(updates.device, updates.dtype)
             for key, compute in self.inputs.items():
@@ -309,15 +319,16 @@ class Defence:
                     raise ValueError("every update was flagged")
                 x = updates[kept] if len(kept) < n else updates
             result = _mix_then_aggregate(x, self.rule, self.pre, lambda stage: offer(stage, kept))
+            if not torch.isfinite(result.update).all():
+                raise ValueError(NON_FINITE)
+            step = result.update
+            for i, post in enumerate(self.post):
+                step = call_with_available(post, step, **offer(f"post.{i}", kept))
         except ValueError as error:  # e.g. too few replies left for the rule's precondition
             self.state.discard()
-            return Outcome(step=None, flagged=flagged, reason=str(error), name=self.name)
-        if not torch.isfinite(result.update).all():
-            self.state.discard()
-            return Outcome(step=None, flagged=flagged, reason=NON_FINITE, name=self.name)
-        step = result.update
-        for i, post in enumerate(self.post):
-            step = call_with_available(post, step, **offer(f"post.{i}", kept))
+            return Outcome(
+                step=None, flagged=flagged, reason=str(error), name=self.name, stage=current
+            )
         self.state.commit()
         weights = result.weights
         if weights is not None and len(kept) < n:

@@ -12,8 +12,6 @@ from flwr.serverapp import ServerApp
 class Engine(Protocol):
     """Transport between the ServerApp and the ClientApps; the apps are the same on all."""
 
-    name: str
-
     def run(
         self,
         server_app: ServerApp,

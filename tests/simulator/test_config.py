@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from simulator.config import ConfigError, validate
 from simulator.data import Mnist
 from simulator.preflight import CONFIG_DIR, _points, check_point
 from simulator.schema import build, parameters_of
+from simulator.threat import ThreatModel
 from strategies.pipeline import accepted_keywords
 from tests.conftest import compose_config, group_entries
 
@@ -59,7 +61,8 @@ def test_every_strategy_entry_builds_a_defence_that_aggregates(entry: str) -> No
 
     cfg = compose_config(f"strategy={entry}")
     inputs = {"server_update": lambda server_round, global_model: torch.ones(3)}
-    defence = build_defence(cfg, num_malicious=1, inputs=inputs)
+    threat = dataclasses.replace(ThreatModel.clean(7), num_malicious_told=1)
+    defence = build_defence(cfg, threat, inputs=inputs)
     assert defence.name == entry
     updates = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
     outcome = defence(updates, list(range(7)), server_round=1, num_examples=[1] * 7)
@@ -366,7 +369,7 @@ def test_output_dir_that_cannot_be_written_is_reported_before_any_work(tmp_path:
             "attack.poison.boost=3: the key is now attack.boost",
         ),
         (["attack=alie", "attack.craft.z=1.5"], "attack.craft.z=1.5: the key is now attack.z"),
-        (["pre=bucketing", "pre.steps=[]"], "pre.steps=[]: pre-aggregation is chosen with pre="),
+        (["pre=bucketing", "pre.steps=[]"], "pre.steps=[]: parameters now sit directly under pre"),
         (
             ["strategy=trimmed_mean", "strategy.betaa=0.1"],
             "strategy.betaa=0.1: no such key for strategy=trimmed_mean; "
@@ -389,6 +392,20 @@ def test_output_dir_that_cannot_be_written_is_reported_before_any_work(tmp_path:
             "attack.source=3, target=None: set both (targeted) or neither",
         ),
         (["attack.knowledge=some"], "attack.knowledge=some: must be null or one of partial, full"),
+        (
+            ["strategy=trimmed_mean", "+strategy.rule.beta=0.3"],
+            "strategy.rule={'beta': 0.3}: parameters now sit directly under strategy: "
+            "strategy.beta",
+        ),
+        # what the run passes at each call is not a setting (it would be replaced silently)
+        (["strategy=fltrust", "+strategy.server_update=1"], "strategy.server_update=1: no such"),
+        (["attack=alie", "+attack.own=1"], "attack.own=1: no such key for attack=alie"),
+        (["attack=alie", "attack._target_=nope.nope"], "attack._target_=nope.nope: cannot be"),
+        (["pre=bucketing", "pre.bucket_size=0"], "pre=bucketing with clients_per_round=10: "),
+        (
+            ["attack=backdoor", "malicious_fraction=0.1", "attack.pattern=pixels"],
+            "attack.pixels=None: pattern=pixels needs a list",
+        ),
         (["strategy.weight_by_examples=2"], "strategy.weight_by_examples=2: must be true or false"),
     ],
 )
