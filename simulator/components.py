@@ -123,7 +123,7 @@ def build_defence(
         detect=() if detect is None else (detect,),
         post=(ServerLearningRate(cfg.strategy.server_lr),),
         num_malicious=threat.num_malicious_told,
-        weight_by_examples=bool(cfg.strategy.weight_by_examples),
+        weight_by_examples=cfg.strategy.weighting == "examples",
         inputs=inputs,
         generator=generator if generator is not None else generators(cfg.seed),
         name=cfg.strategy.name,

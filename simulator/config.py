@@ -29,8 +29,10 @@ from simulator.schema import (
     MAX_THREADS,
     MAX_WORKERS,
     MOVED,
+    RENAMED,
     RUN_KEYWORDS,
     SETTINGS,
+    WEIGHTINGS,
     build,
     load_target,
 )
@@ -85,7 +87,11 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("progress", lambda v: isinstance(v, bool), "must be true or false"),
     ("verbose", lambda v: isinstance(v, bool), "must be true or false"),
     ("strategy.server_lr", lambda v: is_real(v) and v > 0, "must be a number > 0"),
-    ("strategy.weight_by_examples", lambda v: isinstance(v, bool), "must be true or false"),
+    (
+        "strategy.weighting",
+        lambda v: v in WEIGHTINGS,
+        f"must be one of {', '.join(WEIGHTINGS)} (examples: by the clients' reported counts)",
+    ),
     (
         "attack.knowledge",
         lambda v: v is None or v in KNOWLEDGE,
@@ -169,6 +175,8 @@ def unknown_key_message(
     """``KEY=VALUE: no such key`` for a key of ``node``, with the group entry it is not in
     and the closest of the ``known`` keys beside it (default: ``node``'s keys). A key of
     the first release's nested layout (``strategy.rule.beta``) names the key it is now."""
+    if key in RENAMED:
+        return f"{key}={_show(value)}: the setting is now {RENAMED[key]}"
     for old, new in MOVED.items():
         if key.startswith(f"{old}."):
             now = f"{new}.{key[len(old) + 1 :]}"
@@ -409,6 +417,32 @@ def _attack_error(cfg: DictConfig, error: Exception, attackers: int, n: int) -> 
     return f"attack={cfg.attack.name} with {attackers} of {n} clients per round malicious: {reason}"
 
 
+def _check_weighting(cfg: DictConfig, defence: Any) -> None:
+    """``weighting=examples`` only for a rule that averages with client weights."""
+    from strategies.pipeline import accepts
+
+    if cfg.strategy.weighting == "examples" and not accepts(defence.rule, "weights"):
+        raise _fail(
+            "strategy.weighting",
+            "examples",
+            f"strategy={cfg.strategy.name} takes no client weights; use uniform",
+        )
+
+
+def _check_run_length(cfg: DictConfig, defence: Any) -> None:
+    """A stage that needs rounds of history (FLDetector's window) checks it fits the run:
+    its ``check_run(num_rounds=..., clients_per_round=...)`` raises ``ValueError``."""
+    carried = getattr(defence.rule, "detectors", ())
+    for name, stage in defence.stages():
+        check = getattr(stage, "check_run", None)
+        if check is None:
+            continue
+        group = name.split(".")[0]
+        if group not in ("pre", "detect") or any(stage is d for d in carried):
+            group = "strategy"
+        _checked(group, check, num_rounds=cfg.num_rounds, clients_per_round=cfg.clients_per_round)
+
+
 def _told(threat: ThreatModel, f: int) -> ThreatModel:
     return dataclasses.replace(threat, num_malicious_told=f)
 
@@ -446,6 +480,8 @@ def _check_defence(cfg: DictConfig, threat: ThreatModel) -> None:
         raise
     except Exception as error:
         raise ConfigError(f"strategy={cfg.strategy.name}: {_first_cause(error)}") from None
+    _check_weighting(cfg, defences[0][0])
+    _check_run_length(cfg, defences[0][0])
     for defence, f in defences:
         combination = f != 0
         try:

@@ -34,6 +34,10 @@ MAX_WORKERS = 1024
 COHORT_MODES = ("auto", "always", "never")
 
 
+# strategy.weighting: what weights a mean-type rule's average.
+WEIGHTINGS = ("examples", "uniform")
+
+
 # Typed groups ---------------------------------------------------------------------------
 @dataclass
 class DigitsSchema:
@@ -157,7 +161,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "strategy": {
         "name": MISSING,
         "server_lr": 1.0,  # the global model moves by server_lr times the aggregate
-        "weight_by_examples": False,  # offer the reported example counts as weights
+        # examples: a mean-type rule weights clients by their reported example counts;
+        # uniform: every client counts once (counts are the clients' own claims)
+        "weighting": "uniform",
         "num_malicious": None,  # f told to the defence; null: from malicious_fraction
         "root_size": 0,  # FLTrust's root set, taken from the training data
     },
@@ -171,6 +177,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
 # Settings of the typed groups that are labels, not constructor parameters.
 LABELS = {"partition": ("name",), "model": ("name",), "engine": ("name",)}
 # Keys of the first release's nested layout, and where their contents live now.
+# Settings renamed since the first release: old key -> the key and values now.
+RENAMED = {"strategy.weight_by_examples": "strategy.weighting=examples|uniform"}
 MOVED = {
     "strategy.rule": "strategy",
     "attack.craft": "attack",
@@ -208,7 +216,7 @@ register_schemas()
 RUN_KEYWORDS = frozenset(
     {
         "num_malicious", "client_ids", "server_round", "global_model", "state", "generator",
-        "weights", "server_update", "own", "num_clients", "knowledge",
+        "weights", "server_update", "own", "num_clients", "knowledge", "received",
     }
 )  # fmt: skip
 

@@ -12,7 +12,9 @@
 
 Stages take different inputs: the number of attackers f, the server's own update
 (FLTrust), example-count weights (FedAvg), a generator, the clients' ids, the global
-model, and their own ``state`` across rounds (``strategies.state``). The defence offers
+model, the round's updates as received (``received``: every row, flagged ones included,
+for a rule whose bound is a statistic of all clients, as FLAME's and SignGuard's median
+norm), and their own ``state`` across rounds (``strategies.state``). The defence offers
 everything it has; each stage receives only the keywords its signature names, so a new
 stage needs no change here or in the Flower adapter. Detection runs before mixing because
 it judges clients: a mixed row belongs to no single client.
@@ -35,8 +37,11 @@ NON_FINITE = "aggregate has non-finite values"
 # Keywords the defence offers every stage; anything else a stage requires must come from
 # the run (``inputs``) or be bound in the stage's configuration.
 ROUND_KEYWORDS = frozenset(
-    {"num_malicious", "client_ids", "server_round", "global_model", "state", "generator"}
-)
+    {
+        "num_malicious", "client_ids", "server_round", "global_model", "state", "generator",
+        "received",
+    }
+)  # fmt: skip
 
 
 def accepted_keywords(fn: Callable[..., Any]) -> frozenset[str]:
@@ -192,7 +197,9 @@ class Defence:
         Pre-aggregation steps, each ``step(updates, **keywords) -> Mixed``, in order.
     detect : Sequence[Callable] (default: ())
         Detectors, each ``detector(updates, **keywords) -> flags`` (bool ``(m,)``), in order;
-        each sees only the rows the ones before it left.
+        each sees only the rows the ones before it left. A rule that carries its paper's
+        own detection (FLAME, DnC, SignGuard) names it in a ``detectors`` attribute; those
+        run first, so its flags count like any detector's.
     post : Sequence[Callable] (default: ())
         Post-processing, each ``post(update, **keywords) -> update``, in order.
     num_malicious : int (default: 0)
@@ -225,7 +232,7 @@ class Defence:
     ) -> None:
         self.rule = rule
         self.pre = tuple(pre)
-        self.detect = tuple(detect)
+        self.detect = (*getattr(rule, "detectors", ()), *detect)
         self.post = tuple(post)
         self.num_malicious = int(num_malicious)
         self.weight_by_examples = weight_by_examples
@@ -284,6 +291,7 @@ class Defence:
                 "client_ids": [int(client_ids[r]) for r in rows],
                 "server_round": server_round,
                 "global_model": global_model,
+                "received": updates,
             }
             if accepts(callable_, "state"):
                 offered["state"] = self.state.stage(stage)

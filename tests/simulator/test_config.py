@@ -406,7 +406,7 @@ def test_output_dir_that_cannot_be_written_is_reported_before_any_work(tmp_path:
             ["attack=backdoor", "malicious_fraction=0.1", "attack.pattern=pixels"],
             "attack.pixels=None: pattern=pixels needs a list",
         ),
-        (["strategy.weight_by_examples=2"], "strategy.weight_by_examples=2: must be true or false"),
+        (["strategy.weighting=2"], "strategy.weighting=2: must be one of examples, uniform"),
     ],
 )
 def test_parameters_sit_one_level_under_their_group(override: list[str], expected: str) -> None:
