@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from strategies.base import Aggregate
-from strategies.checks import check_int, check_real, check_updates, check_vector
+from strategies.checks import (
+    check_client_weights,
+    check_int,
+    check_real,
+    check_updates,
+    check_vector,
+)
 from strategies.state import StageState
 
 
@@ -19,6 +25,7 @@ def centered_clipping(
     tau: float,
     iterations: int = 1,
     center: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> Aggregate:
     """Centered clipping: average the updates' offsets from a center, each clipped to ``tau``.
 
@@ -56,11 +63,20 @@ def centered_clipping(
         L, the number of clipping steps, >= 1.
     center : torch.Tensor | None (default: None)
         Shape ``(d,)``, floating and finite: where v starts (zero when None).
+    weights : torch.Tensor | None (default: None)
+        Shape ``(n,)``, non-negative: example-count weights ``w`` (normalised here); the
+        step becomes ``v <- v + sum_i w_i clip_tau(x_i - v)``. None: ``w_i = 1/n``.
     """
     check_updates(updates)
     n, d = updates.shape
     check_real("centered_clipping", "tau", tau, above=0)
     iterations = check_int("centered_clipping", "iterations", iterations, 1)
+    w = check_client_weights(weights, n)
+    if w is None:
+        w = torch.full((n,), 1.0 / n, dtype=torch.float64, device=updates.device)
+    else:
+        w = w.to(dtype=torch.float64, device=updates.device)
+        w = w / w.sum()
     if center is None:
         v = torch.zeros(d, dtype=updates.dtype, device=updates.device)
     else:
@@ -71,9 +87,11 @@ def centered_clipping(
     for _ in range(iterations):
         offsets = updates - v  # shape: (n, d)
         scale = _clip_factors(torch.linalg.vector_norm(offsets, dim=1), tau)  # shape: (n,)
-        v = v + (scale / n) @ offsets
-        scale = scale.to(torch.float64)
-        share = (1.0 - scale.mean()) * share + scale / n
+        # unweighted: the paper's step as written, (1/n) sum_i
+        coef = scale / n if weights is None else scale * w.to(scale)
+        v = v + coef @ offsets
+        step = scale.to(torch.float64) * w  # shape: (n,)
+        share = (1.0 - step.sum()) * share + step
     return Aggregate(update=v, weights=share.to(updates.dtype))
 
 
@@ -97,9 +115,15 @@ class CenteredClipping:
         self.iterations = iterations
         self.name = "centered_clipping"
 
-    def __call__(self, updates: torch.Tensor, *, state: StageState) -> Aggregate:
+    def __call__(
+        self, updates: torch.Tensor, *, state: StageState, weights: torch.Tensor | None = None
+    ) -> Aggregate:
         result = centered_clipping(
-            updates, tau=self.tau, iterations=self.iterations, center=state.get("center")
+            updates,
+            tau=self.tau,
+            iterations=self.iterations,
+            center=state.get("center"),
+            weights=weights,
         )
         state.set("center", result.update.detach())
         return result

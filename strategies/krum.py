@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from strategies.base import Aggregate, pairwise_sq_distances
-from strategies.checks import check_num_malicious, check_updates, is_int
+from strategies.checks import check_client_weights, check_num_malicious, check_updates, is_int
 
 
 def krum_scores(distances: torch.Tensor, num_malicious: int) -> torch.Tensor:
@@ -87,13 +87,18 @@ def krum(updates: torch.Tensor, num_malicious: int) -> Aggregate:
 
 
 def multikrum(
-    updates: torch.Tensor, num_malicious: int, num_selected: int | None = None
+    updates: torch.Tensor,
+    num_malicious: int,
+    num_selected: int | None = None,
+    weights: torch.Tensor | None = None,
 ) -> Aggregate:
-    """Unweighted mean of the ``m`` updates with the lowest Krum scores.
+    """Mean of the ``m`` updates with the lowest Krum scores.
 
     Scores as in ``krum`` (``n - f - 2`` nearest other updates, squared distances); the
     ``m`` lowest are kept, ties to the lower index (stable sort), and averaged with equal
-    weights ``1/m`` (Flower's MultiKrum weights them by example count instead).
+    weights ``1/m`` (the paper), or by the client ``weights`` renormalised over the
+    selected rows when given (``strategy.weighting=examples``; Flower's MultiKrum does
+    this, and then one selected client claiming many examples dominates the mean).
     ``m = n - f`` by default; ``m = 1`` is Krum, ``m = n`` the plain mean.
     Precondition: ``n > 2f + 2`` and ``1 <= m <= n``.
 
@@ -107,12 +112,14 @@ def multikrum(
         f, the number of Byzantine updates to tolerate, >= 0.
     num_selected : int | None (default: None)
         m, the number of updates averaged; ``None`` means ``n - f``.
+    weights : torch.Tensor | None (default: None)
+        Shape ``(n,)``, non-negative: example-count weights; None: equal weights.
 
     Returns
     -------
     Aggregate
-        ``update`` of shape ``(d,)`` in the input's dtype and device; ``weights`` ``1/m`` on
-        the selected rows, 0 elsewhere.
+        ``update`` of shape ``(d,)`` in the input's dtype and device; ``weights`` the
+        selected rows' shares (``1/m`` each without client weights), 0 elsewhere.
     """
     scores = _scores(updates, num_malicious, "multikrum")
     n = updates.shape[0]
@@ -123,6 +130,13 @@ def multikrum(
     order = torch.sort(scores, stable=True).indices  # ties: lower index first
     chosen = torch.zeros(n, dtype=updates.dtype, device=updates.device)
     chosen[order[:m].to(updates.device)] = 1.0
+    w = check_client_weights(weights, n)
+    if w is not None:
+        shares = chosen * w.to(dtype=updates.dtype, device=updates.device)
+        if float(shares.sum()) > 0:
+            shares = shares / shares.sum()
+            return Aggregate(update=shares @ updates, weights=shares)
+        # every selected client claims zero examples: fall back to equal weights
     # (0/1 row) @ (n, d) then / m: one pass over the rows, no (m, d) copy (x10 faster
     # than index_select + mean at n=100, d=1e6); finite inputs, so 0 * x_ij = 0.
     update = (chosen @ updates) / m  # shape: (d,)
