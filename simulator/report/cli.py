@@ -132,6 +132,8 @@ def build_report(args: argparse.Namespace, command: str) -> Report:
         metric=args.metric,
         cells=aggregate(kept, args.metric, extras),
         success=aggregate(kept, "final_attack_success_rate", extras),
+        precision=aggregate(kept, "mean_detection_precision", extras),
+        recall=aggregate(kept, "mean_detection_recall", extras),
         curves=round_curves(kept, {r.name: r for r in finished}, extras),
         duplicates=duplicates,
         shared=shared,

@@ -37,6 +37,27 @@ def _grid(report: Report, cells: dict[Point, Cell], setting: Setting, title: str
     ]
 
 
+def _detection(report: Report, setting: Setting) -> list[str]:
+    """Detection precision and recall (mean over rounds) of the rows that flag clients."""
+    flagging = {
+        (s, r, f): c
+        for (s, r, f), c in report.recall.items()
+        if s == setting and report.precision[(s, r, f)].values
+    }
+    lines = [
+        "Detection: a client counts as flagged when a detector flagged it, the rule gave it "
+        "weight 0 (Krum's unselected, FLTrust's zero trust) or its reply was rejected. "
+        "Rows that flagged no client in any round (FedAvg and the coordinate-wise rules are "
+        "no detectors) are left out. "
+        "Krum selects one client, so its precision is bounded by the share of the n - 1 "
+        "clients it leaves out that are malicious.",
+        "",
+    ]
+    precision = {p: report.precision[p] for p in flagging}
+    lines += _grid(report, precision, setting, "Detection precision (mean over rounds)")
+    return lines + _grid(report, flagging, setting, "Detection recall (mean over rounds)")
+
+
 def render_markdown(report: Report) -> str:
     """report.md: per-attack tables over seeds, the plots, and the runs left out."""
     counts = defaultdict(int)
@@ -64,6 +85,8 @@ def render_markdown(report: Report) -> str:
         lines += _grid(report, report.cells, setting, f"{metric} (test set)")
         if any(p[0] == setting and c.values for p, c in report.success.items()):
             lines += _grid(report, report.success, setting, "Attack success rate (final round)")
+        if any(p[0] == setting and c.values for p, c in report.precision.items()):
+            lines += _detection(report, setting)
     if report.rows:
         lines += ["## Plots", ""]
         if report.heatmap_fraction is not None:

@@ -304,6 +304,8 @@ class Report:
     metric: str
     cells: dict[Point, Cell]
     success: dict[Point, Cell]
+    precision: dict[Point, Cell]  # detection precision, mean over rounds
+    recall: dict[Point, Cell]  # detection recall, mean over rounds
     curves: dict[Point, dict[int, Cell]]
     duplicates: list[tuple[str, str]]
     shared: dict[str, Any]

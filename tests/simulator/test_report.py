@@ -381,3 +381,16 @@ def test_no_finished_run_still_lists_the_others(
         "oleander-report: unfinished: killed: no summary.json; 1 of 3 rounds recorded",
         "oleander-report: no finished runs: no tables and no plots",
     ]
+
+
+def test_report_md_has_a_detection_table_for_rules_that_flag(sweep: dict[str, Any]) -> None:
+    text = (sweep["out"] / "report.md").read_text()
+    section = _section(text, "## Attack: sign_flip")
+    precision = section.split("**Detection precision (mean over rounds)**")[1]
+    recall = precision.split("**Detection recall (mean over rounds)**")[1]
+    precision = precision.split("**Detection recall")[0]
+    # the synthetic fedavg runs flag with precision 0.5 and recall 0.25 in every round
+    assert "| `fedavg` | 0.500 ± 0.000 (n=2) | 0.500 ± 0.000 (n=2) |" in precision
+    assert "| `fedavg` | 0.250 ± 0.000 (n=2) | 0.250 ± 0.000 (n=2) |" in recall
+    # the median flagged nobody: no row
+    assert "`median`" not in precision and "`median`" not in recall
