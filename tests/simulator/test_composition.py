@@ -31,8 +31,8 @@ def test_every_rule_composes_with_every_detector(strategy: str, detect: str) -> 
             "malicious_fraction=0.2",
             "attack=sign_flip",
             "num_rounds=20",
+            *told,
         ]
-        + told
     )
 
 
@@ -41,8 +41,13 @@ def test_every_rule_composes_with_every_pre_aggregation_step(strategy: str, pre:
     told = ["strategy.num_malicious=1"] if strategy == "bulyan" else []
     try:
         check_point(
-            [f"strategy={strategy}", f"pre={pre}", "malicious_fraction=0.2", "attack=sign_flip"]
-            + told
+            [
+                f"strategy={strategy}",
+                f"pre={pre}",
+                "malicious_fraction=0.2",
+                "attack=sign_flip",
+                *told,
+            ]
         )
     except ConfigError as error:
         # Bucketing halves the rows: a rule whose precondition needs more is refused,
