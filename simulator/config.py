@@ -156,7 +156,7 @@ def _build(group: str, node: DictConfig, **kwargs: Any) -> Any:
         return build(group, node, **kwargs)
     except Exception as error:
         message = _first_cause(error)
-        if "=" in message.split(":")[0]:
+        if re.match(r"[\w.]+=[^:]*: ", message):  # "key=value[, key=value]: constraint"
             raise ConfigError(_prefixed(group, message)) from None
         raise ConfigError(f"{group}={node.get('name', '?')}: {message}") from None
 
@@ -432,15 +432,25 @@ def _check_weighting(cfg: DictConfig, defence: Any) -> None:
 def _check_run_length(cfg: DictConfig, defence: Any) -> None:
     """A stage that needs rounds of history (FLDetector's window) checks it fits the run:
     its ``check_run(num_rounds=..., clients_per_round=...)`` raises ``ValueError``."""
-    carried = getattr(defence.rule, "detectors", ())
     for name, stage in defence.stages():
         check = getattr(stage, "check_run", None)
-        if check is None:
-            continue
-        group = name.split(".")[0]
-        if group not in ("pre", "detect") or any(stage is d for d in carried):
-            group = "strategy"
-        _checked(group, check, num_rounds=cfg.num_rounds, clients_per_round=cfg.clients_per_round)
+        if check is not None:
+            _checked(
+                _stage_group(defence, name),
+                check,
+                num_rounds=cfg.num_rounds,
+                clients_per_round=cfg.clients_per_round,
+            )
+
+
+def _stage_group(defence: Any, stage: str) -> str:
+    """The config group a stage of ``defence`` came from: ``pre``, ``detect``, or
+    ``strategy`` (the rule, the post-processing, and the detection a rule carries)."""
+    group = stage.split(".")[0]
+    if group == "detect":
+        carried = len(getattr(defence.rule, "detectors", ()))
+        return "strategy" if int(stage.split(".")[1]) < carried else "detect"
+    return "pre" if group == "pre" else "strategy"
 
 
 def _told(threat: ThreatModel, f: int) -> ThreatModel:
@@ -495,7 +505,7 @@ def _check_defence(cfg: DictConfig, threat: ThreatModel) -> None:
             reason = outcome.reason
             if combination and cfg.strategy.num_malicious is None:
                 reason += f" (f from malicious_fraction={_show(cfg.malicious_fraction)})"
-            group = {"pre": "pre", "detect": "detect"}.get(outcome.stage.split(".")[0], "strategy")
+            group = _stage_group(defence, outcome.stage)
             raise ConfigError(
                 f"{group}={cfg[group].name} with clients_per_round={n}: {reason}",
                 combination=combination,
