@@ -129,24 +129,36 @@ class CenteredClipping:
         return result
 
 
-def norm_bound(updates: torch.Tensor, max_norm: float) -> Aggregate:
-    """Scale every update to L2 norm at most ``max_norm``, then take the plain mean.
+def norm_bound(
+    updates: torch.Tensor,
+    max_norm: float,
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
+    weights: torch.Tensor | None = None,
+) -> Aggregate:
+    """Scale every update to L2 norm at most ``max_norm``, take the mean, add Gaussian noise.
 
-    ``(1/n) sum_i x_i * min(1, M / ||x_i||)`` (Sun, Kairouz, Suresh and McMahan, "Can You
-    Really Backdoor Federated Learning?", 2019; their defence without the optional
-    Gaussian noise). It is centered clipping around zero with one iteration. No update is
-    ever scaled up.
+    ``(1/n) sum_i x_i * min(1, M / ||x_i||) + N(0, sigma^2 I)`` (Sun, Kairouz, Suresh and
+    McMahan, "Can You Really Backdoor Federated Learning?", 2019: norm bounding, and "weak
+    differential privacy" with ``sigma = noise_std > 0``; the paper's EMNIST setting uses
+    sigma = 0.025). The default ``noise_std = 0`` is norm bounding alone and draws nothing,
+    so runs without noise are unchanged. It is centered clipping around zero with one
+    iteration. No update is ever scaled up. With ``weights`` (example counts) the mean is
+    ``sum_i w_i s_i x_i / sum_i w_i``.
 
     Why: a boosted (model-replacement) backdoor needs a large update; bounding norms caps
     any one client's pull on the result at ``M / n``, so f attackers move it at most
-    ``f M / n``. Breakdown point 0 in the classical sense (f unbounded clients still move
+    ``f M / n``. The noise blurs what little a bounded backdoor adds, at a cost in main-task
+    accuracy. Breakdown point 0 in the classical sense (f unbounded clients still move
     the result by ``f M / n``), and it does nothing against attacks that stay within M.
 
-    Weights: ``s_i / n`` with ``s_i = min(1, M / ||x_i||)``, the exact coefficient of
-    ``x_i`` in the result (``update == weights @ updates``). They sum to at most 1 (the
-    rest is the zero vector's share); a clipped client gets less than 1/n, which is the
-    "how much did client i count" that detection reads. Normalising them to sum 1 would
-    describe a different rule (``sum s_i x_i / sum s_i``), so they are left as they are.
+    Weights: ``s_i / n`` with ``s_i = min(1, M / ||x_i||)`` (``s_i w_i / sum w`` when
+    weighted), the exact coefficient of ``x_i`` in the mean: ``update == weights @ updates``
+    without noise, plus the noise vector with it (noise is no client's share). They sum to
+    at most 1 (the rest is the zero vector's share); a clipped client gets less than 1/n,
+    which is the "how much did client i count" that detection reads. Normalising them to
+    sum 1 would describe a different rule (``sum s_i x_i / sum s_i``), so they are left as
+    they are.
 
     Parameters
     ----------
@@ -154,11 +166,28 @@ def norm_bound(updates: torch.Tensor, max_norm: float) -> Aggregate:
         Shape ``(n, d)``, one flattened client update per row.
     max_norm : float
         M, the largest L2 norm an update keeps, > 0.
+    noise_std : float (default: 0.0)
+        sigma, the standard deviation of the Gaussian noise per coordinate, finite and >= 0.
+    generator : torch.Generator | None (default: None)
+        Where the noise is drawn from (the round's generator); required when
+        ``noise_std > 0``.
+    weights : torch.Tensor | None (default: None)
+        Shape ``(n,)``, non-negative example counts or shares for the mean.
     """
     check_updates(updates)
-    n = updates.shape[0]
+    n, d = updates.shape
     check_real("norm_bound", "max_norm", max_norm, above=0)
+    check_real("norm_bound", "noise_std", noise_std, at_least=0, finite=True)
+    if noise_std > 0 and generator is None:
+        raise ValueError(f"norm_bound needs a generator to draw noise_std={noise_std} noise")
+    weights = check_client_weights(weights, n)
     scale = _clip_factors(torch.linalg.vector_norm(updates, dim=1), max_norm)  # shape: (n,)
-    share = scale / n
-    # shape: (d,)
-    return Aggregate(update=share @ updates, weights=share)
+    if weights is None:
+        share = scale / n
+    else:
+        share = scale * (weights / weights.sum()).to(device=scale.device, dtype=scale.dtype)
+    update = share @ updates  # shape: (d,)
+    if noise_std > 0 and generator is not None:  # checked above: a generator is given
+        noise = torch.randn(d, generator=generator, dtype=updates.dtype, device=generator.device)
+        update = update + noise_std * noise.to(updates.device)
+    return Aggregate(update=update, weights=share)

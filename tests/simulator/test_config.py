@@ -116,7 +116,10 @@ def test_every_attack_entry_builds_where_it_runs(entry: str) -> None:
         (["device=tpu"], "device=tpu: must be cpu, cuda or cuda:N"),
         (["num_clients=abc"], "num_clients=abc: must be of type integer"),
         (["lr=fast"], "lr=fast: must be of type float"),
-        (["strategy=nope"], "strategy=nope: no such strategy: choose one of bulyan, "),
+        (
+            ["strategy=nope"],
+            "strategy=nope: no such strategy: choose one of adaptive_clipping, bulyan, ",
+        ),
         (["engine=nope"], "engine=nope: no such engine"),
         (["num_client=5"], "num_client=5: no such key; did you mean num_clients?"),
         (["strategy.server_lr=0"], "strategy.server_lr=0: must be a number > 0"),
