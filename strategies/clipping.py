@@ -20,6 +20,17 @@ def _clip_factors(norms: torch.Tensor, bound: float) -> torch.Tensor:
     return torch.where(norms > bound, bound / norms, torch.ones_like(norms))
 
 
+def clipped_shares(
+    norms: torch.Tensor, bound: float | torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each row's coefficient in the mean of the rows clipped to ``bound``: ``min(1, bound /
+    norm_i) / n``, or ``min(1, bound / norm_i) * w_i / sum(w)`` with client ``weights``."""
+    scale = _clip_factors(norms, bound)  # shape: (n,)
+    if weights is None:
+        return scale / norms.shape[0]
+    return scale * (weights / weights.sum()).to(device=scale.device, dtype=scale.dtype)
+
+
 def centered_clipping(
     updates: torch.Tensor,
     tau: float,
@@ -181,11 +192,7 @@ def norm_bound(
     if noise_std > 0 and generator is None:
         raise ValueError(f"norm_bound needs a generator to draw noise_std={noise_std} noise")
     weights = check_client_weights(weights, n)
-    scale = _clip_factors(torch.linalg.vector_norm(updates, dim=1), max_norm)  # shape: (n,)
-    if weights is None:
-        share = scale / n
-    else:
-        share = scale * (weights / weights.sum()).to(device=scale.device, dtype=scale.dtype)
+    share = clipped_shares(torch.linalg.vector_norm(updates, dim=1), max_norm, weights)
     update = share @ updates  # shape: (d,)
     if noise_std > 0 and generator is not None:  # checked above: a generator is given
         noise = torch.randn(d, generator=generator, dtype=updates.dtype, device=generator.device)

@@ -7,8 +7,14 @@ import warnings
 import torch
 
 from strategies.base import Aggregate
-from strategies.checks import check_int, check_real, check_updates, check_vector
-from strategies.clipping import _clip_factors
+from strategies.checks import (
+    check_client_weights,
+    check_int,
+    check_real,
+    check_updates,
+    check_vector,
+)
+from strategies.clipping import clipped_shares
 
 CLUSTER_ON = ("models", "updates")
 
@@ -28,6 +34,20 @@ def cosine_distances(rows: torch.Tensor) -> torch.Tensor:
     distances[zero[:, None] & zero[None, :]] = 0.0
     distances.fill_diagonal_(0.0)
     return distances
+
+
+def median_bound(updates: torch.Tensor, received: torch.Tensor | None, rule: str) -> torch.Tensor:
+    """The clipping bound of FLAME and SignGuard: the median norm over every row the round
+    received (``received``, flagged rows included), or over ``updates`` when not given."""
+    check_updates(updates)
+    if received is not None:
+        check_updates(received)
+        if received.shape[1] != updates.shape[1]:
+            raise ValueError(
+                f"{rule} needs received with {updates.shape[1]} columns, "
+                f"got {tuple(received.shape)}"
+            )
+    return median_norm(updates if received is None else received)
 
 
 def median_norm(rows: torch.Tensor) -> torch.Tensor:
@@ -191,22 +211,18 @@ class Flame:
         *,
         received: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        weights: torch.Tensor | None = None,
     ) -> Aggregate:
-        """Aggregate the admitted ``updates`` ``(m, d)``; ``received`` ``(n, d)`` gives S.
+        """Aggregate the admitted ``updates`` ``(m, d)``; ``received`` ``(n, d)`` gives S;
+        ``weights`` (example counts, ``strategy.weighting=examples``) weight the mean.
 
         ``generator`` draws the noise; None draws from torch's global generator.
         """
-        check_updates(updates)
+        bound = median_bound(updates, received, "flame")  # S, float64
         m, d = updates.shape
-        if received is not None:
-            check_updates(received)
-            if received.shape[1] != d:
-                raise ValueError(
-                    f"flame needs received with {d} columns, got {tuple(received.shape)}"
-                )
-        bound = median_norm(updates if received is None else received)  # S, float64
+        w = check_client_weights(weights, m)
         norms = torch.linalg.vector_norm(updates.to(torch.float64), dim=1)  # shape: (m,)
-        share = _clip_factors(norms, bound) / m  # shape: (m,)
+        share = clipped_shares(norms, bound, w)  # shape: (m,)
         update = share.to(updates.dtype) @ updates  # shape: (d,)
         sigma = self.noise_lambda * float(bound)
         if sigma > 0:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from strategies.base import Aggregate
-from strategies.checks import check_real, check_updates
-from strategies.clipping import _clip_factors
-from strategies.flame import median_norm
+from strategies.checks import check_client_weights, check_real, check_updates
+from strategies.clipping import clipped_shares
+from strategies.flame import median_bound, median_norm
 
 
 class SignGuardDetector:
@@ -151,17 +151,15 @@ class SignGuard:
         )
         self.name = "signguard"
 
-    def __call__(self, updates: torch.Tensor, *, received: torch.Tensor | None = None) -> Aggregate:
-        check_updates(updates)
-        m, d = updates.shape
-        if received is not None:
-            check_updates(received)
-            if received.shape[1] != d:
-                raise ValueError(
-                    f"signguard needs received with {d} columns, got {tuple(received.shape)}"
-                )
-        bound = median_norm(updates if received is None else received)
+    def __call__(
+        self,
+        updates: torch.Tensor,
+        *,
+        received: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+    ) -> Aggregate:
+        bound = median_bound(updates, received, "signguard")
+        w = check_client_weights(weights, updates.shape[0])
         norms = torch.linalg.vector_norm(updates.to(torch.float64), dim=1)  # shape: (m,)
-        share = _clip_factors(norms, bound) / m  # shape: (m,)
-        # shape: (d,)
-        return Aggregate(update=share.to(updates.dtype) @ updates, weights=share.to(updates.dtype))
+        share = clipped_shares(norms, bound, w).to(updates.dtype)  # shape: (m,)
+        return Aggregate(update=share @ updates, weights=share)

@@ -11,7 +11,7 @@ import torch
 
 from simulator.config import ConfigError
 from simulator.preflight import check_point
-from strategies import centered_clipping, fedavg, geometric_median, multikrum
+from strategies import centered_clipping, fedavg, geometric_median, multikrum, norm_bound
 from strategies.pipeline import Defence, accepts
 from tests.conftest import compose_config, group_entries
 
@@ -60,19 +60,26 @@ def test_centered_clipping_weights_each_clipped_offset() -> None:
     assert torch.allclose(equal.update, centered_clipping(rows, tau=2.0).update)
 
 
-@pytest.mark.parametrize("rule", [fedavg, multikrum, centered_clipping, geometric_median])
+@pytest.mark.parametrize(
+    "rule", [fedavg, multikrum, centered_clipping, geometric_median, norm_bound], ids=str
+)
 def test_mean_type_rules_take_client_weights(rule) -> None:
     assert accepts(rule, "weights")
 
 
-def test_only_fedavg_weights_by_examples_by_default() -> None:
+def test_only_the_papers_that_weight_by_examples_do_so_by_default() -> None:
+    # FedAvg (McMahan et al.) and RLR (Ozdayi et al. apply it to FedAvg's mean)
     for entry in group_entries("strategy"):
         cfg = compose_config(f"strategy={entry}")
-        expected = "examples" if entry == "fedavg" else "uniform"
+        expected = "examples" if entry in ("fedavg", "rlr") else "uniform"
         assert cfg.strategy.weighting == expected, entry
 
 
-@pytest.mark.parametrize("entry", ["fedavg", "multikrum", "geometric_median", "norm_bound"])
+@pytest.mark.parametrize(
+    "entry",
+    ["fedavg", "multikrum", "geometric_median", "norm_bound", "centered_clipping", "rlr",
+     "adaptive_clipping", "flame", "dnc", "signguard"],
+)  # fmt: skip
 def test_weighting_can_be_switched_for_mean_type_rules(entry: str) -> None:
     check_point([f"strategy={entry}", "strategy.weighting=examples"])
     check_point([f"strategy={entry}", "strategy.weighting=uniform"])
