@@ -27,9 +27,10 @@ class DnCDetector:
     Defaults: ``iterations = 5`` (the authors' public code; the paper also shows 1),
     ``subsample = 10000`` (the paper's b), ``filter_frac = 1`` (the paper's c). The
     coordinates come from ``torch.randperm`` on ``generator``; ``floor(n - c f)`` is the
-    count the public code keeps (``int(n - c f)``). Ties in s (identical rows, a zero
-    matrix) keep the lower row index (a stable sort). The singular vector's sign does not
-    matter (the score is squared). f = 0 (or ``c f < 1``) flags nobody and draws nothing.
+    count the public code keeps (``int(n - c f)``). Ties in s (a zero matrix) keep the
+    lower row index (a stable sort); identical non-zero rows tie only up to the rounding of
+    the matrix products, so each iteration may remove other ones. The singular vector's
+    sign does not matter (the score is squared). f = 0 (or ``c f < 1``) flags nobody and draws nothing.
 
     Why: a poisoning update has to move the mean, which puts it far out along the
     updates' top principal direction; random coordinates keep the SVD cheap and make

@@ -20,22 +20,30 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from strategies.adaptive_clipping import AdaptiveClipping
 from strategies.base import Aggregate, pairwise_sq_distances
 from strategies.bulyan import bulyan
 from strategies.clipping import centered_clipping, norm_bound
 from strategies.coordinate import median, trimmed_mean
+from strategies.dnc import DnC
+from strategies.flame import Flame
 from strategies.fltrust import fltrust
+from strategies.foolsgold import foolsgold
 from strategies.geometric_median import geometric_median
 from strategies.krum import krum, krum_scores, multikrum
 from strategies.mean import fedavg
-from strategies.pipeline import aggregate
+from strategies.pipeline import Defence, aggregate
 from strategies.preaggregation import bucketing, nearest_neighbor_mixing
+from strategies.rlr import robust_learning_rate
+from strategies.signguard import SignGuard
+from strategies.state import DefenceState
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
 TAU = 1.0  # centered clipping radius
 ITERATIONS = 3  # centered clipping L
-MAX_NORM = 2.0  # norm bounding M
+MAX_NORM = 2.0  # norm bounding M (and adaptive clipping's first threshold)
+RLR_THRESHOLD = 4  # the paper's theta for 10 agents
 OUTLIER_SCALE = 1e6
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -70,6 +78,7 @@ class Rule:
     shares: bool = False  # update == weights @ x + (1 - sum(weights)) * center
     coordinatewise: bool = False  # stays inside each coordinate's honest range
     robust: bool = True  # bounded under f huge outliers
+    identical: bool = True  # n identical rows give that row (or a documented image of it)
 
 
 def _client_weights(g: torch.Generator, n: int, dtype: torch.dtype, optional: bool) -> Kwargs:
@@ -161,10 +170,85 @@ RULES = [
         convex=True,
     ),
 ]
-WEIGHTED = {"fedavg", "geometric_median"}  # rules that take example-count weights
+
+
+def _defended(rule: Callable[..., Aggregate], x: torch.Tensor, f: int) -> Aggregate:
+    """A defence that carries its paper's detection, run as a round runs it: its detector
+    flags rows, the rule aggregates the rest; weights over every row (0 for the flagged).
+    Its randomness comes from one fixed seed, so a permuted call draws the same."""
+    defence = Defence(
+        rule, num_malicious=f, generator=lambda kind, server_round: torch.Generator().manual_seed(7)
+    )
+    outcome = defence(x, list(range(x.shape[0])), server_round=1)
+    assert outcome.step is not None, outcome.note
+    return Aggregate(update=outcome.step, weights=outcome.weights)
+
+
+def _adaptive_clipping(x: torch.Tensor, **kw: Any) -> Aggregate:
+    """Adaptive clipping's first round: norm bounding at its initial threshold."""
+    stage = AdaptiveClipping(initial_clip=MAX_NORM)
+    return stage(x, state=DefenceState().stage("rule"), **kw)
+
+
+RULES += [
+    Rule(
+        "foolsgold",
+        lambda x, f, **kw: foolsgold(x),
+        max_f=lambda n: n - 1,
+        translation=False,
+        shares=True,
+        robust=False,  # a single outlier is no sybil: nothing bounds it
+        identical=False,  # identical rows look like sybils: alpha = 0, the zero update
+    ),
+    Rule(
+        "rlr",
+        lambda x, f, **kw: robust_learning_rate(x, RLR_THRESHOLD, **kw),
+        max_f=lambda n: n - 1,
+        translation=False,  # signs are taken about the origin
+        robust=False,  # it flips the mean's direction, it bounds no size
+    ),
+    Rule(
+        "adaptive_clipping",
+        lambda x, f, **kw: _adaptive_clipping(x, **kw),
+        max_f=lambda n: (n - 1) // 2,
+        translation=False,
+        shares=True,
+    ),
+    Rule(
+        "flame",
+        lambda x, f, **kw: _defended(Flame(noise_lambda=0.0), x, f),
+        max_f=lambda n: (n - 1) // 2,
+        translation=False,  # cosine distances and norms are taken about the origin
+        shares=True,
+    ),
+    Rule(
+        "dnc",
+        lambda x, f, **kw: _defended(DnC(), x, f),
+        max_f=lambda n: (n - 1) // 2,
+        convex=True,
+        shares=True,
+        # No bound: outliers spread in several directions drag the mean among them, and
+        # then score lower along the top direction than the honest rows (seen at d = 1).
+        robust=False,
+    ),
+    Rule(
+        "signguard",
+        lambda x, f, **kw: _defended(SignGuard(), x, f),
+        max_f=lambda n: (n - 1) // 2,
+        translation=False,
+        shares=True,
+    ),
+]
+WEIGHTED = {
+    "fedavg",
+    "geometric_median",
+    "rlr",
+    "adaptive_clipping",
+}  # rules that take example-count weights
 SELECTING = {"krum", "multikrum", "bulyan"}  # weights mark the rows a Krum score selected
 BY_NAME = {rule.name: rule for rule in RULES}
 TRANSLATION_RULES = [rule for rule in RULES if rule.translation]
+IDENTICAL_RULES = [rule for rule in RULES if rule.identical]
 ROBUST_RULES = [rule for rule in RULES if rule.robust]
 COORDINATE_RULES = [rule for rule in RULES if rule.coordinatewise]
 ids = pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
@@ -339,7 +423,7 @@ def test_norm_bound_output_norm_is_bounded(p: Problem, scale: float) -> None:
         assert bool((result.weights[norms > MAX_NORM] < 1.0 / p.n).all())
 
 
-@ids
+@pytest.mark.parametrize("rule", IDENTICAL_RULES, ids=lambda r: r.name)
 @SETTINGS
 @given(data=st.data(), scale=st.sampled_from([1e-3, 1.0, 1e3]))
 def test_identical_inputs_give_that_input(rule: Rule, data: st.DataObject, scale: float) -> None:
@@ -353,7 +437,7 @@ def test_identical_inputs_give_that_input(rule: Rule, data: st.DataObject, scale
     if rule.name == "centered_clipping":  # holds when v is within tau of the center
         offset = randn(g, p.d)
         kw["center"] = v + 0.5 * TAU * offset / offset.norm()
-    elif rule.name == "norm_bound":  # v, scaled down to norm M if longer
+    elif rule.name in {"norm_bound", "adaptive_clipping"}:  # v, scaled down to norm M
         expected = v * min(1.0, MAX_NORM / float(v_norm))
     elif rule.name == "fltrust":  # v's direction at the server update's norm
         g0 = kw["server_update"]
@@ -440,8 +524,10 @@ def _robust_bound(rule: Rule, p: Problem, honest_max: float, kw: Kwargs) -> floa
         return 2 * (n - f) / (n - 2 * f) * honest_max + 1e-3
     if rule.name == "centered_clipping":  # each step: honest convex pull + f tau / n
         return honest_max + ITERATIONS * f * TAU / n
-    if rule.name == "norm_bound":  # honest share + f rows of norm M, each 1/n
+    if rule.name in {"norm_bound", "adaptive_clipping"}:  # honest share + f rows of norm M
         return (n - f) / n * honest_max + f * MAX_NORM / n
+    if rule.name in {"flame", "signguard"}:  # clipped to the median norm, an honest one
+        return honest_max
     if rule.name == "fltrust":  # never beyond the server update's norm
         return float(torch.linalg.vector_norm(kw["server_update"]))
     raise AssertionError(f"no bound for {rule.name}")
