@@ -30,7 +30,8 @@ class DnCDetector:
     count the public code keeps (``int(n - c f)``). Ties in s (a zero matrix) keep the
     lower row index (a stable sort); identical non-zero rows tie only up to the rounding of
     the matrix products, so each iteration may remove other ones. The singular vector's
-    sign does not matter (the score is squared). f = 0 (or ``c f < 1``) flags nobody and draws nothing.
+    sign does not matter (the score is squared). f = 0 (or ``c f < 1``) flags nobody and
+    draws nothing.
 
     Why: a poisoning update has to move the mean, which puts it far out along the
     updates' top principal direction; random coordinates keep the SVD cheap and make
