@@ -51,6 +51,10 @@ from benchmarks.common import (  # noqa: E402  (after the path set-up above)
     table,
     write_section,
 )
+from strategies.base import Aggregate  # noqa: E402
+from strategies.mean import fedavg  # noqa: E402
+from strategies.pipeline import Defence  # noqa: E402
+from strategies.state import DefenceState  # noqa: E402
 
 SECTION_TITLE = "Aggregators"
 
@@ -69,6 +73,13 @@ CLIP_TAU = 10.0  # Karimireddy et al.'s MNIST setting: tau = 10, L = 3
 CLIP_ITERATIONS = 3
 BUCKET_SIZE = 2  # Karimireddy, He and Jaggi's s = 2
 BOOST = 10.0  # the first f rows are scaled by this: boosted attackers
+RLR_THRESHOLD = 4  # Ozdayi et al.'s theta for 10 agents
+WEAK_DP_STD = 0.025  # Sun et al.'s EMNIST sigma
+FLDETECTOR_WINDOW = 10  # Zhang et al.'s N
+# New defences, each within this many times Multi-Krum's cost (FLDetector: its own goal).
+GOAL_VS_MULTIKRUM = 3.0
+GOAL_FLDETECTOR_VS_MULTIKRUM = 10.0
+SECOND_WAVE = ("foolsgold", "rlr", "adaptive_clipping", "weak_dp", "flame", "dnc", "signguard")
 
 
 @dataclass
@@ -83,6 +94,11 @@ class Cell:
     server_update: torch.Tensor  # shape: (d,)
     max_norm: float
     multikrum_keep: int | None = None  # set from Oleander's Multi-Krum before Flower's runs
+    primed: dict[str, Any] = field(default_factory=dict)  # stateful defences, warmed up
+
+    @property
+    def ids(self) -> list[int]:
+        return list(range(self.n))
 
     @property
     def f(self) -> int:
@@ -128,6 +144,40 @@ def _bulyan_pairs(cell: Cell) -> int:
 
 def _multikrum_keep(cell: Cell) -> int:
     return cell.multikrum_keep if cell.multikrum_keep is not None else cell.n - cell.f
+
+
+def _seeded(kind: str, server_round: int) -> torch.Generator:
+    return torch.Generator().manual_seed(server_round)
+
+
+def _defended(make: Callable[[], Any], cell: Cell, **kwargs: Any) -> Any:
+    """One round of a defence that carries its detection, as a run calls it (the
+    detector, the kept rows, the rule), told f = n // 5."""
+    defence = Defence(make(), num_malicious=cell.f, generator=_seeded, **kwargs)
+    return defence(cell.updates, cell.ids, server_round=1, global_model=cell.server_update)
+
+
+def _fldetector(cls: Callable[..., Any], cell: Cell) -> Any:
+    """A round of FLDetector in its steady state: the window full, every client scored,
+    the gap statistic run (``remove=False``: it keeps detecting). The first call warms it
+    up over ``FLDETECTOR_WINDOW + 2`` rounds of the cell's rows, slightly changed."""
+    if "fldetector" not in cell.primed:
+        detector = cls(window=FLDETECTOR_WINDOW, remove=False)
+        defence = Defence(fedavg, detect=(detector,), num_malicious=cell.f, generator=_seeded)
+        model = torch.zeros(cell.d)
+        for r in range(1, FLDETECTOR_WINDOW + 3):
+            rows = cell.updates * (1.0 + 0.01 * r)
+            outcome = defence(rows, cell.ids, server_round=r, global_model=model)
+            model = model + outcome.step
+        cell.primed["fldetector"] = [defence, model, FLDETECTOR_WINDOW + 3]
+    defence, model, r = cell.primed["fldetector"]
+    outcome = defence(cell.updates, cell.ids, server_round=r, global_model=model)
+    cell.primed["fldetector"][1:] = [model + outcome.step, r + 1]
+    return Aggregate(update=outcome.step, weights=outcome.weights)
+
+
+def _fresh_state() -> Any:
+    return DefenceState().stage("rule")
 
 
 RULES: tuple[Rule, ...] = (
@@ -219,6 +269,64 @@ RULES: tuple[Rule, ...] = (
         "fltrust",
         call=lambda fn, c: fn(c.updates, c.server_update),
         settings=lambda c: "random g0",
+    ),
+    Rule(
+        "foolsgold",
+        "strategies.foolsgold",
+        "FoolsGold",
+        call=lambda cls, c: cls()(c.updates, client_ids=c.ids, state=_fresh_state()),
+        settings=lambda c: "kappa=1, first round",
+    ),
+    Rule(
+        "rlr",
+        "strategies.rlr",
+        "robust_learning_rate",
+        call=lambda fn, c: fn(c.updates, RLR_THRESHOLD),
+        settings=lambda c: f"theta={RLR_THRESHOLD}",
+    ),
+    Rule(
+        "adaptive_clipping",
+        "strategies.adaptive_clipping",
+        "AdaptiveClipping",
+        call=lambda cls, c: cls()(c.updates, state=_fresh_state()),
+        settings=lambda c: "C0=0.1",
+    ),
+    Rule(
+        "weak_dp",
+        "strategies.clipping",
+        "norm_bound",
+        call=lambda fn, c: fn(
+            c.updates, c.max_norm, noise_std=WEAK_DP_STD, generator=torch.Generator()
+        ),
+        settings=lambda c: f"M=median norm, sigma={WEAK_DP_STD}",
+    ),
+    Rule(
+        "flame",
+        "strategies.flame",
+        "Flame",
+        call=lambda cls, c: _defended(cls, c),
+        settings=lambda c: "HDBSCAN + clip + noise",
+    ),
+    Rule(
+        "dnc",
+        "strategies.dnc",
+        "DnC",
+        call=lambda cls, c: _defended(cls, c),
+        settings=lambda c: f"f={c.f}, 5 x b=1e4",
+    ),
+    Rule(
+        "signguard",
+        "strategies.signguard",
+        "SignGuard",
+        call=lambda cls, c: _defended(cls, c),
+        settings=lambda c: "10% coordinates",
+    ),
+    Rule(
+        "fldetector",
+        "strategies.fldetector",
+        "FLDetector",
+        call=_fldetector,
+        settings=lambda c: f"N={FLDETECTOR_WINDOW}, steady state, + fedavg",
     ),
     Rule(
         "nnm",
@@ -461,6 +569,21 @@ def goal_lines(results: Sequence[CellResult]) -> list[str]:
     speed_goal("multikrum", "Multi-Krum", GOAL_KRUM_SPEEDUP, faster)
     speed_goal("median", "Median", GOAL_COORDINATE_SPEEDUP, "no slower than Flower")
     speed_goal("trimmed_mean", "Trimmed mean", GOAL_COORDINATE_SPEEDUP, "no slower than Flower")
+
+    multikrum = rows.get("multikrum")
+    base = multikrum.oleander_s if multikrum is not None else None
+    for rule, goal in [
+        *((r, GOAL_VS_MULTIKRUM) for r in SECOND_WAVE),
+        ("fldetector", GOAL_FLDETECTOR_VS_MULTIKRUM),
+    ]:
+        row = rows.get(rule)
+        label = f"{rule} within {goal:g}x Multi-Krum's time at {where}"
+        if row is None or row.oleander_s is None or base is None:
+            lines.append(f"n/a   {label}: not measured")
+            continue
+        ratio = row.oleander_s / base
+        verdict = "PASS" if ratio <= goal else "MISS"
+        lines.append(f"{verdict}  {label}: {ratio:.2f}x ({fmt_s(row.oleander_s)})")
 
     timed_rows = [r for r in cell.rows if r.oleander_s is not None]
     missing = [r for r in RULE_NAMES if r not in {t.rule for t in timed_rows}]
