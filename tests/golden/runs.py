@@ -1,8 +1,9 @@
 """Golden runs: per-round metrics of a fixed set of configs, kept equal while code moves.
 
-Each config runs 5 rounds on digits. Together they cover every rule, every attack
-family (colluding attacks, data poisoning, non-finite updates), pre-aggregation, client
-sampling, injected faults, both knowledge levels and the backdoor metric.
+Each config runs 5 rounds on digits. Together they cover every rule, every detector,
+every attack family (colluding attacks, data poisoning, non-finite updates),
+pre-aggregation, client sampling, injected faults, both knowledge levels, example
+weighting and the backdoor metric.
 
 Record (only when a change is meant to alter results, in the same commit that says so)::
 
@@ -81,6 +82,37 @@ CONFIGS: dict[str, tuple[str, ...]] = {
         "malicious_fraction=0.2", "strategy.num_malicious=3",
     ),
     "fltrust_dirichlet": ("strategy=fltrust", "partition=dirichlet", "num_clients=8"),
+    # The second wave of defences (issue 12) and the weighting setting.
+    "foolsgold_alie": ("strategy=foolsgold", "attack=alie", "malicious_fraction=0.2"),
+    "rlr_backdoor": ("strategy=rlr", "attack=backdoor", "malicious_fraction=0.3"),
+    "adaptive_clipping_sampling_sign_flip": (
+        "strategy=adaptive_clipping", "num_clients=20", "clients_per_round=8",
+        "attack=sign_flip", "malicious_fraction=0.2",
+    ),
+    "weak_dp_scaling": (
+        "strategy=norm_bound", "strategy.noise_std=0.01", "attack=scaling",
+        "malicious_fraction=0.2",
+    ),
+    "flame_backdoor_boost": (
+        "strategy=flame", "attack=backdoor", "attack.boost=10", "malicious_fraction=0.1",
+    ),
+    "median_detect_flame_backdoor_boost": (
+        "strategy=median", "detect=flame", "attack=backdoor", "attack.boost=10",
+        "malicious_fraction=0.1",
+    ),
+    "dnc_sign_flip": ("strategy=dnc", "attack=sign_flip", "malicious_fraction=0.3"),
+    "fedavg_detect_dnc_ipm": ("detect=dnc", "attack=ipm", "malicious_fraction=0.2"),
+    "signguard_scaling": ("strategy=signguard", "attack=scaling", "malicious_fraction=0.3"),
+    "trimmed_mean_detect_signguard_minmax": (
+        "strategy=trimmed_mean", "detect=signguard", "attack=minmax",
+        "malicious_fraction=0.2",
+    ),
+    "fedavg_detect_fldetector_sign_flip": (
+        "detect=fldetector", "detect.window=1", "attack=sign_flip", "malicious_fraction=0.2",
+    ),
+    "multikrum_by_examples_dirichlet": (
+        "strategy=multikrum", "strategy.weighting=examples", "partition=dirichlet",
+    ),
 }  # fmt: skip
 
 ROUND_KEYS = (
@@ -113,7 +145,11 @@ def run(name: str, output_dir: Path) -> dict[str, Any]:
         rounds = [{k: _number(r[k]) for k in ROUND_KEYS} for r in csv.DictReader(handle)]
     with open(output_dir / "clients.csv", newline="") as handle:
         clients = [
-            {"round": int(r["round"]), **{k: _number(r[k]) for k in CLIENT_KEYS}}
+            {
+                "round": int(r["round"]),
+                **{k: _number(r[k]) for k in CLIENT_KEYS},
+                "flagged": r["flagged"] or None,  # the detector that flagged the client
+            }
             for r in csv.DictReader(handle)
         ]
     return {"rounds": rounds, "clients": clients}
