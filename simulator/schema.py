@@ -217,6 +217,7 @@ RUN_KEYWORDS = frozenset(
     {
         "num_malicious", "client_ids", "server_round", "global_model", "state", "generator",
         "weights", "server_update", "own", "num_clients", "knowledge", "received",
+        "previous_aggregate",
     }
 )  # fmt: skip
 

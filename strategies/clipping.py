@@ -195,6 +195,7 @@ def norm_bound(
     share = clipped_shares(torch.linalg.vector_norm(updates, dim=1), max_norm, weights)
     update = share @ updates  # shape: (d,)
     if noise_std > 0 and generator is not None:  # checked above: a generator is given
-        noise = torch.randn(d, generator=generator, dtype=updates.dtype, device=generator.device)
-        update = update + noise_std * noise.to(updates.device)
+        # drawn in float64 whatever the updates' dtype: the same seed, the same noise
+        noise = torch.randn(d, generator=generator, dtype=torch.float64, device=generator.device)
+        update = update + (noise_std * noise).to(updates.device, updates.dtype)
     return Aggregate(update=update, weights=share)

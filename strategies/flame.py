@@ -19,12 +19,19 @@ from strategies.clipping import clipped_shares
 CLUSTER_ON = ("models", "updates")
 
 
+# Cosine distances below this may be rounding between identical rows (d * 1e-16 at most).
+NEAR_DUPLICATE = 1e-9
+
+
 def cosine_distances(rows: torch.Tensor) -> torch.Tensor:
     """``1 - cos(x_i, x_j)`` between all rows, shape ``(n, n)``, float64.
 
     From one Gram matrix of the unit rows, clamped to ``[0, 2]``, exact zeros on the
     diagonal. A zero row has no direction: two zero rows are at distance 0 (they are the
     same point), a zero row and a non-zero row at distance 1 (cosine 0, as orthogonal).
+    Identical rows are at distance exactly 0: the Gram product leaves them about 1e-16
+    apart, which HDBSCAN would split (sybils sending one crafted update would then get
+    arbitrary flags); where any pair is that close, equal rows are found exactly.
     """
     x = rows.to(torch.float64)
     norms = torch.linalg.vector_norm(x, dim=1)  # shape: (n,)
@@ -33,6 +40,11 @@ def cosine_distances(rows: torch.Tensor) -> torch.Tensor:
     distances = (1.0 - unit @ unit.T).clamp_(0.0, 2.0)  # shape: (n, n)
     distances[zero[:, None] & zero[None, :]] = 0.0
     distances.fill_diagonal_(0.0)
+    near = distances < NEAR_DUPLICATE
+    near.fill_diagonal_(False)
+    if bool(near.any()):  # rare: only then pay for the exact comparison of rows
+        groups = torch.unique(rows, dim=0, return_inverse=True)[1].to(distances.device)
+        distances[groups[:, None] == groups[None, :]] = 0.0
     return distances
 
 

@@ -12,6 +12,8 @@ from strategies.checks import check_int, check_updates, check_vector
 from strategies.state import StageState
 
 _CPU = torch.device("cpu")
+# Values closer together than this share of their mean magnitude are one cluster.
+MIN_RELATIVE_SPREAD = 1e-3
 
 
 def lbfgs_hvp(s: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -130,8 +132,13 @@ def gap_statistic(
     ``s_k = sqrt(1 + 1/B) sd_k``, ``sd_k`` the standard deviation of the ``log W*_kb``. The
     answer is the smallest k with ``Gap(k) >= Gap(k+1) - s_{k+1}``, k < K, else K, where
     ``K = min(max_clusters, n - 1)`` (with k = n every reference set has W = 0). Fewer than
-    3 values, or values all equal, give 1. A W of exactly 0 (values with at most k
-    distinct entries) is floored at the smallest positive float, so its log is finite.
+    3 values, or values whose spread (max - min) is below ``MIN_RELATIVE_SPREAD`` = 1e-3 of
+    their mean magnitude, give 1: the statistic is scale-free (min-max rescaled), so
+    without that floor the rounding of float32 updates alone reads as two clusters (seen
+    in a noiseless run without attackers: 8 of 10 honest clients flagged in round 20,
+    their suspicions 6e-5 apart). This floor is Oleander's; the paper has none. A W of
+    exactly 0 (values with at most k distinct entries) is floored at the smallest
+    positive float, so its log is finite.
     FLDetector's paper (Algorithm 2) sets B = 20 and K = 10; its code uses 10 references,
     K = 7 and ``log mean W*`` in place of the mean of logs. Only the answer "1" or "more
     than 1" matters to FLDetector, which depends on Gap(1), Gap(2) and s_2 alone.
@@ -153,7 +160,7 @@ def gap_statistic(
     n = x.numel()
     limit = min(max_clusters, n - 1)
     spread = x.max() - x.min() if n else x.new_zeros(())
-    if limit < 2 or not spread > 0:
+    if limit < 2 or not spread > MIN_RELATIVE_SPREAD * x.abs().mean():
         return 1
     x = (x - x.min()) / spread
     if generator is None:
@@ -199,10 +206,11 @@ class FLDetector:
     update space (an update is trained minus global weights, not a gradient). In round t,
     with global model ``w_t``:
 
-    - Global update of the last round ``g_{t-1} = w_t - w_{t-1}``: what the global model
-      moved by, i.e. the aggregate times ``strategy.server_lr`` (the aggregate itself at the
-      default server_lr = 1). The detector runs before aggregation and never sees the
-      aggregate; it keeps the previous global model instead.
+    - Global update of the last round ``g_{t-1}``: the rule's output of that round, which
+      the pipeline offers as ``previous_aggregate`` (before the server learning rate and
+      any noise added after the rule: FLAME's, weak DP's). Called without it, the model's
+      move ``w_t - w_{t-1}`` stands in (the aggregate times the server learning rate,
+      plus any noise).
     - Curvature pairs ``Δw_k = w_k - w_{k-1}`` and ``Δg_k = g_k - g_{k-1}``, the last N
       (``window``); round t adds the pair of round t-1. ``H`` is their L-BFGS matrix
       (``lbfgs_hvp``), applied once per round to ``w_t - w_{t-1}``: the same vector for
@@ -243,10 +251,11 @@ class FLDetector:
     strongly non-IID honest clients whose prediction errors vary widely; it needs the same
     clients round after round (few scores under sparse sampling). The gap statistic can
     also split honest clients when no attack is present (false alarms the paper reports as
-    rare). The prediction assumes server_lr's aggregate, as above.
+    rare).
 
     State (``strategies.state``): shared ``model`` (w of the last kept round), ``round``,
-    ``step`` (its g), ``s``/``y`` (the pairs, ``(m, d)``), ``removed`` (client ids); per
+    ``step`` (``w_t - w_{t-1}``), ``g`` (the global update), ``s``/``y`` (the pairs,
+    ``(m, d)``), ``removed`` (client ids); per
     client ``update`` and ``round`` (its last update, None once stale) and ``scores`` (its
     last N normalised distances). Tensors are kept as float32 on the CPU.
 
@@ -315,6 +324,7 @@ class FLDetector:
         state: StageState,
         server_round: int,
         generator: torch.Generator | None = None,
+        previous_aggregate: torch.Tensor | None = None,
     ) -> torch.Tensor:
         check_updates(updates)
         n, d = updates.shape
@@ -331,7 +341,11 @@ class FLDetector:
             return flags.to(device)
 
         last_round = state.get("round")  # the last round whose state was kept
-        hvp = self._advance(model, state, server_round, device)
+        if previous_aggregate is not None:
+            previous_aggregate = check_vector(
+                "fldetector", "previous_aggregate", previous_aggregate, d
+            ).detach()
+        hvp = self._advance(model, previous_aggregate, state, server_round, device)
         scored, suspicion = self._score(updates, ids, hvp, last_round, state)
 
         pairs = state.get("s")
@@ -370,10 +384,17 @@ class FLDetector:
         return flags.to(device)
 
     def _advance(
-        self, model: torch.Tensor, state: StageState, server_round: int, device: torch.device
+        self,
+        model: torch.Tensor,
+        aggregate: torch.Tensor | None,
+        state: StageState,
+        server_round: int,
+        device: torch.device,
     ) -> torch.Tensor | None:
         """Add the last round's curvature pair; ``H (w_t - w_{t-1})``, or None without pairs.
 
+        ``aggregate`` is the rule's output of the last kept round (the global update
+        ``g_{t-1}``); without it, the model's move ``w_t - w_{t-1}`` stands in for it.
         Everything is read from and written to ``state`` as float32 on the CPU, so a run
         resumed from a checkpoint computes exactly what an uninterrupted one does.
         """
@@ -387,13 +408,16 @@ class FLDetector:
                 f"fldetector: the global model has {model.numel()} values, the one it "
                 f"kept {previous.numel()}"
             )
-        step = model.to(_CPU, torch.float64) - previous.to(torch.float64)  # g_{t-1}
-        last_step = state.get("step")
+        step = model.to(_CPU, torch.float64) - previous.to(torch.float64)  # w_t - w_{t-1}
+        g = step if aggregate is None else aggregate.to(_CPU, torch.float64)  # g_{t-1}
+        last_step, last_g = state.get("step"), state.get("g")
         state.set("step", step.to(torch.float32))
+        state.set("g", g.to(torch.float32))
         if last_step is not None:
+            last_g = last_step if last_g is None else last_g
             s, y = state.get("s"), state.get("y")
-            pair_s = last_step[None, :]  # Δw_{t-1} = w_{t-1} - w_{t-2} = g_{t-2}
-            pair_y = (step - last_step.to(torch.float64)).to(torch.float32)[None, :]
+            pair_s = last_step[None, :]  # Δw_{t-1} = w_{t-1} - w_{t-2}
+            pair_y = (g - last_g.to(torch.float64)).to(torch.float32)[None, :]  # Δg_{t-1}
             s = pair_s if s is None else torch.cat([s, pair_s])[-self.window :]
             y = pair_y if y is None else torch.cat([y, pair_y])[-self.window :]
             state.set("s", s)

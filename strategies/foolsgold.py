@@ -15,9 +15,15 @@ def cosine_matrix(rows: torch.Tensor) -> torch.Tensor:
     """Cosine similarity between all rows, shape ``(n, n)``, from one Gram matrix, float64.
 
     ``cos(x, y) = x.y / (||x|| ||y||)``; a zero row has no direction, so its similarity to
-    every row (itself included) is defined as 0. Values are clamped to ``[-1, 1]``.
+    every row (itself included) is defined as 0. Values are clamped to ``[-1, 1]``. Rows
+    of any finite size are fine: each is first scaled by a power of two (exact).
     """
     x = rows.to(torch.float64)
+    # Each row scaled by a power of two near its largest entry: exact (identical rows stay
+    # identical), leaves every cosine as it is, and keeps the Gram finite for huge rows
+    # (an attacker sending 1e154 would otherwise make every alpha NaN).
+    exponent = torch.frexp(x.abs().amax(dim=1, keepdim=True)).exponent
+    x = torch.ldexp(x, -exponent.to(x.dtype))
     gram = x @ x.T  # shape: (n, n)
     sq_norms = gram.diagonal()
     # sqrt(||x||^2 ||y||^2), not ||x|| ||y||: exact for parallel rows, so cos(x, x) == 1

@@ -14,7 +14,11 @@ Stages take different inputs: the number of attackers f, the server's own update
 (FLTrust), example-count weights (FedAvg), a generator, the clients' ids, the global
 model, the round's updates as received (``received``: every row, flagged ones included,
 for a rule whose bound is a statistic of all clients, as FLAME's and SignGuard's median
-norm), and their own ``state`` across rounds (``strategies.state``). The defence offers
+norm), the rule's output of the last round whose aggregate was accepted
+(``previous_aggregate``: FLDetector's global update, free of the server learning rate
+and of any noise added after the rule; None before the first; kept in the defence state
+only when a stage asks for it), and their own ``state`` across rounds
+(``strategies.state``). The defence offers
 everything it has; each stage receives only the keywords its signature names, so a new
 stage needs no change here or in the Flower adapter. Detection runs before mixing because
 it judges clients: a mixed row belongs to no single client.
@@ -34,12 +38,14 @@ from strategies.base import Aggregate
 from strategies.state import DefenceState
 
 NON_FINITE = "aggregate has non-finite values"
+# The defence's own entry in its state (the last accepted aggregate, when asked for).
+PIPELINE = "pipeline"
 # Keywords the defence offers every stage; anything else a stage requires must come from
 # the run (``inputs``) or be bound in the stage's configuration.
 ROUND_KEYWORDS = frozenset(
     {
         "num_malicious", "client_ids", "server_round", "global_model", "state", "generator",
-        "received",
+        "received", "previous_aggregate",
     }
 )  # fmt: skip
 
@@ -241,6 +247,9 @@ class Defence:
         self.name = name
         self.state = DefenceState()
         self._stages = dict(self.stages())
+        self._keeps_aggregate = any(
+            accepts(stage, "previous_aggregate") for stage in self._stages.values()
+        )
         offered = ROUND_KEYWORDS | set(self.inputs) | ({"weights"} if weight_by_examples else set())
         for stage in self._stages.values():
             missing = sorted(required_keywords(stage) - offered)
@@ -295,6 +304,8 @@ class Defence:
             }
             if accepts(callable_, "state"):
                 offered["state"] = self.state.stage(stage)
+            if accepts(callable_, "previous_aggregate"):
+                offered["previous_aggregate"] = self.state.stage(PIPELINE).get("aggregate")
             if self.generator is not None and accepts(callable_, "generator"):
                 if kind not in generators:
                     generators[kind] = self.generator(kind, server_round)
@@ -337,6 +348,8 @@ class Defence:
             return Outcome(
                 step=None, flagged=flagged, reason=str(error), name=self.name, stage=current
             )
+        if self._keeps_aggregate:
+            self.state.stage(PIPELINE).set("aggregate", result.update.detach())
         self.state.commit()
         weights = result.weights
         if weights is not None and len(kept) < n:

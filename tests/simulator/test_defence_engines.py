@@ -11,6 +11,9 @@ pieces (their detectors, the aggregation stream) and run inline in their own tes
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 
 from tests.simulator.test_engines import _assert_close, _metrics, _run
@@ -34,3 +37,12 @@ def test_defence_gives_the_same_numbers_on_ray_and_inline(tmp_path, name: str) -
     assert ray_summary["engine"] == "ray" and inline_summary["engine"] == "inline"
     _assert_close(_metrics(ray), _metrics(inline))
     assert len(ray) == 5  # round 0 and four rounds, none lost
+    flags = _flags(tmp_path / "ray")
+    assert flags == _flags(tmp_path / "inline")
+    assert any(flagged for _, _, flagged in flags), "the detector flagged nobody: no test"
+
+
+def _flags(run: Path) -> list[tuple[str, str, str]]:
+    """(round, client, detector that flagged it) of every client row."""
+    with open(run / "clients.csv", newline="") as handle:
+        return [(r["round"], r["client"], r["flagged"]) for r in csv.DictReader(handle)]
