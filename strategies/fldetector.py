@@ -448,10 +448,11 @@ class FLDetector:
         if not rows:
             return [], torch.zeros(0, dtype=torch.float64)
         device = updates.device
+        # In the updates' dtype: a float64 copy of (m, d) costs more than the scores.
         before = torch.stack([state.get_client(ids[r], "update") for r in rows])
-        before = before.to(device, torch.float64)  # shape: (m, d)
-        now = updates[rows].to(torch.float64)  # shape: (m, d)
-        distance = torch.linalg.vector_norm(before + hvp - now, dim=1).cpu()  # shape: (m,)
+        predicted = before.to(device, updates.dtype).add_(hvp.to(updates.dtype))  # (m, d)
+        predicted.sub_(updates[rows])
+        distance = torch.linalg.vector_norm(predicted, dim=1).to(_CPU, torch.float64)  # (m,)
         total = distance.sum()
         # a zero total (every prediction exact): nobody is more suspicious than anybody else
         equal = torch.full_like(distance, 1.0 / len(rows))

@@ -19,11 +19,12 @@ def cosine_matrix(rows: torch.Tensor) -> torch.Tensor:
     of any finite size are fine: each is first scaled by a power of two (exact).
     """
     x = rows.to(torch.float64)
-    # Each row scaled by a power of two near its largest entry: exact (identical rows stay
-    # identical), leaves every cosine as it is, and keeps the Gram finite for huge rows
-    # (an attacker sending 1e154 would otherwise make every alpha NaN).
-    exponent = torch.frexp(x.abs().amax(dim=1, keepdim=True)).exponent
-    x = torch.ldexp(x, -exponent.to(x.dtype))
+    # Rows with entries above 2^256 are scaled by a power of two near their largest entry:
+    # exact (identical rows stay identical), leaves every cosine as it is, and keeps the
+    # Gram finite (an attacker sending 1e154 would otherwise make every alpha NaN).
+    largest = x.abs().amax(dim=1, keepdim=True)  # shape: (n, 1)
+    if bool((largest > 2.0**256).any()):  # rare: squares could overflow
+        x = torch.ldexp(x, -torch.frexp(largest).exponent.to(x.dtype))
     gram = x @ x.T  # shape: (n, n)
     sq_norms = gram.diagonal()
     # sqrt(||x||^2 ||y||^2), not ||x|| ||y||: exact for parallel rows, so cos(x, x) == 1
@@ -160,5 +161,5 @@ class FoolsGold:
         )  # fmt: skip  # shape: (n, d)
         result = foolsgold(updates, histories, kappa=self.kappa)
         for client, history in zip(client_ids, histories, strict=True):
-            state.set_client(int(client), "history", history.detach().clone())
+            state.set_client(int(client), "history", history.detach())  # a fresh stack
         return result

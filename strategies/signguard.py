@@ -7,7 +7,7 @@ import torch
 from strategies.base import Aggregate
 from strategies.checks import check_client_weights, check_real, check_updates
 from strategies.clipping import clipped_shares
-from strategies.flame import median_bound, median_norm
+from strategies.flame import median_bound, row_norms
 
 
 class SignGuardDetector:
@@ -87,8 +87,8 @@ class SignGuardDetector:
         torch's global generator."""
         check_updates(updates)
         n, d = updates.shape
-        norms = torch.linalg.vector_norm(updates.to(torch.float64), dim=1)  # shape: (n,)
-        bound = median_norm(updates)
+        norms = row_norms(updates)  # shape: (n,)
+        bound = torch.quantile(norms, 0.5)  # M, as median_norm
         in_band = (norms >= self.lower * bound) & (norms <= self.upper * bound)
 
         k = max(1, int(self.coordinate_fraction * d))
@@ -169,6 +169,6 @@ class SignGuard:
     ) -> Aggregate:
         bound = median_bound(updates, received, "signguard")
         w = check_client_weights(weights, updates.shape[0])
-        norms = torch.linalg.vector_norm(updates.to(torch.float64), dim=1)  # shape: (m,)
+        norms = row_norms(updates)  # shape: (m,)
         share = clipped_shares(norms, bound, w).to(updates.dtype)  # shape: (m,)
         return Aggregate(update=share @ updates, weights=share)

@@ -458,3 +458,49 @@ def test_help_lists_the_groups_and_their_options_not_hydra_internals(tmp_path: P
     assert "schema" not in text and "powered by Hydra" not in text
     assert "strategy.server_lr" in text and "malicious_fraction=0.0" in text
     assert list(tmp_path.iterdir()) == []
+
+
+# The second wave of defences: bad settings end before the run, in one line -------------
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            ["detect=flame", "detect.min_cluster_size=11"],
+            "detect=flame with clients_per_round=10: flame needs min_cluster_size <= the 10 "
+            "clients aggregated, got min_cluster_size=11",
+        ),
+        (
+            ["strategy=flame", "strategy.min_cluster_size=11"],
+            "strategy=flame with clients_per_round=10: flame needs min_cluster_size",
+        ),
+        (
+            ["detect=fldetector", "detect.window=20"],
+            "detect.window=20: fldetector needs window + 2 = 22 rounds before it can detect, "
+            "but num_rounds=10",
+        ),
+        (
+            ["strategy=norm_bound", "strategy.noise_std=-0.1"],
+            "strategy=norm_bound with clients_per_round=10: norm_bound needs finite noise_std",
+        ),
+        (["detect=signguard", "detect.upper=0.01"], "detect=signguard: signguard needs"),
+        (
+            ["strategy=dnc", "strategy.filter_frac=5", "attack=sign_flip",
+             "malicious_fraction=0.3"],
+            "strategy=dnc with clients_per_round=10: dnc needs filter_frac * num_malicious",
+        ),
+        (["strategy=rlr", "strategy.threshold=11"], "strategy=rlr with clients_per_round=10:"),
+        (["strategy=foolsgold", "strategy.kappa=0"], "strategy=foolsgold"),
+        (
+            ["strategy=adaptive_clipping", "strategy.target_quantile=1.5"],
+            "strategy=adaptive_clipping",
+        ),
+    ],
+)  # fmt: skip
+def test_second_wave_settings_are_checked_before_the_run(
+    override: list[str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_point(override)
+    message = str(info.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message
