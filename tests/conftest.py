@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -45,3 +46,25 @@ def mnist_dir() -> Path:
     if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"MNIST test files not found in {MNIST_DIR} (set OLEANDER_MNIST_DIR)")
     return MNIST_DIR
+
+
+def rows_of(path: Path) -> list[dict[str, str]]:
+    """The rows of a results CSV (rounds.csv, clients.csv) as dicts of strings."""
+    import csv
+
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def simulate_each(
+    factory: pytest.TempPathFactory, base: tuple[str, ...], runs: dict[Any, tuple[str, ...]]
+) -> dict[Any, tuple[dict, Path]]:
+    """Run every config ``base + runs[key]`` into its own directory: key -> (summary, dir)."""
+    from simulator.main import simulate
+
+    done = {}
+    for key, overrides in runs.items():
+        name = "-".join(key) if isinstance(key, tuple) else str(key)
+        out = factory.mktemp(name)
+        done[key] = (simulate(compose_config(*base, *overrides), out), out)
+    return done

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from flwr.app import Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
+from omegaconf import DictConfig
 
 from simulator import protocol
 from simulator.checkpoint import FILENAME, CheckpointError
@@ -36,6 +38,31 @@ def interrupt_at(server_round: int):
 def _metrics(path: Path) -> list[tuple[str, ...]]:
     with open(path / "rounds.csv", newline="") as handle:
         return [tuple(row[c] for c in METRICS) for row in csv.DictReader(handle)]
+
+
+def _numbers(path: Path) -> list[dict[str, str]]:
+    """A results file without its timings (they differ from run to run)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in rows]
+
+
+def interrupted(cfg: DictConfig, tmp_path: Path, at: int) -> tuple[dict, Callable[[], None]]:
+    """Run ``cfg`` whole, then again interrupted in round ``at``: the checkpoint the
+    interrupted run left (as ``torch.load`` reads it), and a function that resumes it and
+    asserts that rounds.csv and clients.csv end as the uninterrupted run's."""
+    simulate(cfg, tmp_path / "whole")
+    broken = tmp_path / "broken"
+    with pytest.raises(Interrupt):
+        simulate(cfg, broken, client_mods=[interrupt_at(at)])
+    saved = torch.load(broken / FILENAME, weights_only=True)
+
+    def resume() -> None:
+        simulate(cfg, broken)
+        for name in ("rounds.csv", "clients.csv"):
+            assert _numbers(broken / name) == _numbers(tmp_path / "whole" / name), name
+
+    return saved, resume
 
 
 @pytest.mark.parametrize(

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from simulator.checkpoint import FILENAME
 from simulator.config import ConfigError
 from simulator.main import simulate
 from simulator.preflight import check_point
 from strategies.adaptive_clipping import AdaptiveClipping, next_clip
 from strategies.state import DefenceState
-from tests.conftest import compose_config
-from tests.simulator.test_resume import METRICS, Interrupt, interrupt_at
+from tests.conftest import compose_config, rows_of
+from tests.simulator.test_resume import interrupted
 
 X = torch.tensor([[3.0, 4.0], [0.0, 0.5], [0.6, 0.8]])  # norms 5, 0.5, 1
 
@@ -135,11 +133,6 @@ def test_config_entry_is_checked() -> None:
 # ------------------------------------------------------------------------- end to end
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_digits_run_completes_and_the_clip_grows_while_every_update_is_clipped(
     tmp_path: Path,
 ) -> None:
@@ -149,18 +142,14 @@ def test_digits_run_completes_and_the_clip_grows_while_every_update_is_clipped(
         tmp_path,
     )  # fmt: skip
     assert summary["rounds"] == 5
-    accuracy = [float(r["test_accuracy"]) for r in _rows(tmp_path / "rounds.csv")]
+    accuracy = [float(r["test_accuracy"]) for r in rows_of(tmp_path / "rounds.csv")]
     assert accuracy[-1] > accuracy[0] + 0.3, accuracy  # it learns
     # Digits' updates have norms about 1.5 > C: all clipped, so weight * n * norm = C_t,
     # and C_t = 0.5 exp(0.2 * 0.5 (t - 1)), growing about 10.5% a round.
-    for row in _rows(tmp_path / "clients.csv"):
+    for row in rows_of(tmp_path / "clients.csv"):
         t, norm, weight = int(row["round"]), float(row["update_norm"]), float(row["weight"])
         assert norm > 0.5 * math.exp(0.1 * 4)
         assert weight * 10 * norm == pytest.approx(0.5 * math.exp(0.1 * (t - 1)), rel=1e-5)
-
-
-def _metrics(path: Path) -> list[tuple[str, ...]]:
-    return [tuple(row[c] for c in METRICS) for row in _rows(path / "rounds.csv")]
 
 
 def test_interrupted_run_resumes_with_the_clip(tmp_path: Path) -> None:
@@ -169,12 +158,7 @@ def test_interrupted_run_resumes_with_the_clip(tmp_path: Path) -> None:
         "engine.cohort=never", "strategy=adaptive_clipping", "strategy.initial_clip=1.0",
         "attack=sign_flip", "malicious_fraction=0.2",
     )  # fmt: skip
-    simulate(cfg, tmp_path / "whole")
-    broken = tmp_path / "broken"
-    with pytest.raises(Interrupt):
-        simulate(cfg, broken, client_mods=[interrupt_at(4)])
-    saved = torch.load(broken / FILENAME, weights_only=True)
+    saved, resume = interrupted(cfg, tmp_path, at=4)
     clip = saved["strategy"]["defence"]["rule"]["shared"]["clip"]
     assert isinstance(clip, float) and clip != 1.0  # C_3 after 3 rounds
-    simulate(cfg, broken)
-    assert _metrics(broken) == _metrics(tmp_path / "whole")
+    resume()

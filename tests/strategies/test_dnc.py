@@ -3,16 +3,11 @@ and scaling attackers on digits that FedAvg follows and DnC removes."""
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import pytest
 import torch
 
-from simulator.main import simulate
 from strategies.dnc import DnC, DnCDetector
 from strategies.pipeline import Defence
-from tests.conftest import compose_config
 
 # Six rows on the x axis: x = 1, 2, 3, 4, 5, 15 (mean 5). The top singular vector of the
 # centred rows is the x axis, so s_i = (x_i - 5)^2 = 16, 9, 4, 1, 0, 100.
@@ -91,37 +86,3 @@ def test_bad_settings() -> None:
     for c, f in ((1.0, 6), (1.0, 7), (2.75, 2)):
         with pytest.raises(ValueError, match=f"filter_frac={c}, num_malicious={f} with n=6"):
             DnCDetector(filter_frac=c)(LINE, num_malicious=f)
-
-
-# --------------------------------------------------------------------- end to end, digits
-BASE = ("malicious_fraction=0.3", "num_clients=10", "num_rounds=5", "progress=false")
-RUNS = {
-    ("sign_flip", "fedavg"): ("attack=sign_flip", "strategy=fedavg"),
-    ("sign_flip", "strategy"): ("attack=sign_flip", "strategy=dnc"),
-    ("scaling", "fedavg"): ("attack=scaling", "strategy=fedavg"),
-    ("scaling", "detect"): ("attack=scaling", "detect=dnc", "strategy=fedavg"),
-}
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[dict, Path]]:
-    done = {}
-    for key, overrides in RUNS.items():
-        out = tmp_path_factory.mktemp("-".join(key))
-        done[key] = (simulate(compose_config(*BASE, *overrides), out), out)
-    return done
-
-
-@pytest.mark.parametrize(("attack", "form"), [("sign_flip", "strategy"), ("scaling", "detect")])
-def test_dnc_removes_the_attackers_and_keeps_accuracy(
-    runs: dict[tuple[str, str], tuple[dict, Path]], attack: str, form: str
-) -> None:
-    fedavg, _ = runs[(attack, "fedavg")]
-    summary, out = runs[(attack, form)]
-    assert fedavg["final_accuracy"] < 0.5
-    assert summary["final_accuracy"] > 0.85
-    with open(out / "rounds.csv", newline="") as handle:
-        rounds = list(csv.DictReader(handle))[1:]
-    # f = 3 told, 3 attackers: exactly the attackers are removed every round
-    assert [float(r["detection_recall"]) for r in rounds] == [1.0] * 5
-    assert [float(r["detection_precision"]) for r in rounds] == [1.0] * 5

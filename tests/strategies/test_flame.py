@@ -3,7 +3,6 @@ backdoor on digits that FedAvg lets through and FLAME stops."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 from simulator.main import simulate
 from strategies.flame import Flame, FlameDetector, cosine_distances, median_norm
 from strategies.pipeline import Defence
-from tests.conftest import compose_config
+from tests.conftest import compose_config, rows_of
 
 # 6 clients: 4 honest near +x, 2 attackers near (-1, 1, 0), at cosine distance about 1.7.
 SIX = torch.tensor(
@@ -79,7 +78,7 @@ def test_a_boosted_update_in_the_honest_direction_is_admitted_then_clipped() -> 
     [torch.zeros(1, 3), torch.zeros(2, 3), torch.ones(5, 3), torch.zeros(7, 2), SIX[:2]],
     ids=["one", "two-zero", "identical", "zero", "two-apart"],
 )
-def test_nobody_is_flagged_among_one_two_or_identical_rows(rows: torch.Tensor) -> None:
+def test_nobody_is_flagged_among_one_two_or_identicalrows_of(rows: torch.Tensor) -> None:
     assert not FlameDetector()(rows, global_model=torch.zeros(rows.shape[1])).any()
 
 
@@ -149,11 +148,6 @@ RUNS = {
 }
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict, Path]]:
     done = {}
@@ -174,11 +168,11 @@ def test_flame_flags_the_backdoor_and_keeps_it_out(
 ) -> None:
     summary, out = runs[form]
     malicious = set(summary["threat_model"]["malicious_clients"])
-    rounds = _rows(out / "rounds.csv")[1:]
+    rounds = rows_of(out / "rounds.csv")[1:]
     assert [float(r["detection_recall"]) for r in rounds] == [1.0] * 10
     assert max(float(r["attack_success_rate"]) for r in rounds) < 0.1
     assert summary["final_accuracy"] > 0.9
-    clients = _rows(out / "clients.csv")
+    clients = rows_of(out / "clients.csv")
     flagged = {(int(r["round"]), int(r["client"])) for r in clients if r["flagged"]}
     assert {(r, c) for r in range(1, 11) for c in malicious} <= flagged
     assert {r["flagged"] for r in clients if r["flagged"]} == {"flame"}

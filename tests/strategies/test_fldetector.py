@@ -3,13 +3,11 @@ and the detector end to end on digits against a boosted backdoor."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 import torch
 
-from simulator.checkpoint import FILENAME
 from simulator.main import simulate
 from strategies.fldetector import (
     FLDetector,
@@ -19,8 +17,8 @@ from strategies.fldetector import (
     within_cluster_sums,
 )
 from strategies.state import DefenceState
-from tests.conftest import compose_config
-from tests.simulator.test_resume import Interrupt, interrupt_at
+from tests.conftest import compose_config, rows_of
+from tests.simulator.test_resume import interrupted
 
 F64 = torch.float64
 
@@ -304,11 +302,6 @@ BACKDOOR = ("attack=backdoor", "attack.boost=10", "malicious_fraction=0.1", "num
 WITH_FLDETECTOR = ("detect=fldetector", "detect.window=3")
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_fldetector_flags_the_backdoor_and_lowers_its_success_against_fedavg(
     tmp_path: Path,
 ) -> None:
@@ -317,10 +310,10 @@ def test_fldetector_flags_the_backdoor_and_lowers_its_success_against_fedavg(
     malicious = set(summary["threat_model"]["malicious_clients"])
     assert summary["detection"] == "fldetector" and len(malicious) == 1
 
-    flagged = {(int(r["round"]), int(r["client"])) for r in _rows(tmp_path / "fld" / "clients.csv")
-               if r["flagged"]}  # fmt: skip
+    clients = rows_of(tmp_path / "fld" / "clients.csv")
+    flagged = {(int(r["round"]), int(r["client"])) for r in clients if r["flagged"]}
     assert flagged == {(t, c) for t in range(5, 11) for c in malicious}
-    rounds = _rows(tmp_path / "fld" / "rounds.csv")
+    rounds = rows_of(tmp_path / "fld" / "rounds.csv")
     assert [float(r["detection_recall"]) for r in rounds[5:]] == [1.0] * 6
     # the backdoor keeps its hold under FedAvg; removed, it fades
     assert fedavg["final_attack_success_rate"] > 0.9
@@ -332,18 +325,7 @@ def test_a_resumed_run_ends_with_the_uninterrupted_numbers(tmp_path: Path) -> No
     # killed in round 7, after detection removed the attacker: the window, the scores and
     # the removed client come back from the checkpoint
     cfg = compose_config(*BACKDOOR, *WITH_FLDETECTOR, "engine.cohort=never")
-    simulate(cfg, tmp_path / "whole")
-    broken = tmp_path / "broken"
-    with pytest.raises(Interrupt):
-        simulate(cfg, broken, client_mods=[interrupt_at(7)])
-    saved = torch.load(broken / FILENAME, weights_only=True)
+    saved, resume = interrupted(cfg, tmp_path, at=7)
     shared = saved["strategy"]["defence"]["detect.0"]["shared"]
     assert shared["removed"] == [5] and shared["s"].shape[0] == 3
-    simulate(cfg, broken)
-    for name in ("rounds.csv", "clients.csv"):
-        assert _numbers(broken / name) == _numbers(tmp_path / "whole" / name), name
-
-
-def _numbers(path: Path) -> list[dict[str, str]]:
-    """A results file without its timings (they differ from run to run)."""
-    return [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in _rows(path)]
+    resume()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import torch
 from flwr.app import Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
-from simulator.checkpoint import FILENAME
 from simulator.components import threat_model
 from simulator.config import ConfigError
 from simulator.main import simulate
@@ -19,8 +17,8 @@ from simulator.preflight import check_point
 from simulator.protocol import PARTITION_ID
 from strategies.foolsgold import FoolsGold, cosine_matrix, foolsgold, foolsgold_weights
 from strategies.state import DefenceState
-from tests.conftest import compose_config
-from tests.simulator.test_resume import METRICS, Interrupt, interrupt_at
+from tests.conftest import compose_config, rows_of
+from tests.simulator.test_resume import interrupted
 
 F64 = torch.float64
 
@@ -141,7 +139,7 @@ def test_histories_of_the_wrong_shape_are_refused() -> None:
         foolsgold(torch.ones(2, 3), torch.ones(2, 2))
 
 
-def test_client_ids_must_match_the_rows() -> None:
+def test_client_ids_must_match_therows_of() -> None:
     with pytest.raises(ValueError, match="one client id per update"):
         FoolsGold()(torch.ones(3, 2), client_ids=[0, 1], state=DefenceState().stage("rule"))
 
@@ -242,16 +240,11 @@ def sybil_mod(malicious: set[int]):
     return mod
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def _sybil_run(tmp_path: Path, strategy: str) -> tuple[list[dict], list[dict], set[int]]:
     cfg = compose_config(*SYBIL_RUN, f"strategy={strategy}")
     malicious = set(threat_model(cfg).malicious_clients)
     simulate(cfg, tmp_path, client_mods=[sybil_mod(malicious)])
-    return _rows(tmp_path / "rounds.csv")[1:], _rows(tmp_path / "clients.csv"), malicious
+    return rows_of(tmp_path / "rounds.csv")[1:], rows_of(tmp_path / "clients.csv"), malicious
 
 
 def test_sybils_get_zero_weight_where_fedavg_gives_them_their_share(tmp_path: Path) -> None:
@@ -274,21 +267,12 @@ def test_sybils_get_zero_weight_where_fedavg_gives_them_their_share(tmp_path: Pa
 # ------------------------------------------------------------------------- resume
 
 
-def _metrics(path: Path) -> list[tuple[str, ...]]:
-    return [tuple(row[c] for c in METRICS) for row in _rows(path / "rounds.csv")]
-
-
 def test_interrupted_run_resumes_with_the_histories(tmp_path: Path) -> None:
     cfg = compose_config(
         "num_clients=10", "clients_per_round=8", "num_rounds=5", "progress=false",
         "engine.cohort=never", "strategy=foolsgold", "attack=alie", "malicious_fraction=0.2",
     )  # fmt: skip
-    simulate(cfg, tmp_path / "whole")
-    broken = tmp_path / "broken"
-    with pytest.raises(Interrupt):
-        simulate(cfg, broken, client_mods=[interrupt_at(4)])
-    saved = torch.load(broken / FILENAME, weights_only=True)
+    saved, resume = interrupted(cfg, tmp_path, at=4)
     histories = saved["strategy"]["defence"]["rule"]["clients"]
     assert histories and all(e["history"].ndim == 1 for e in histories.values())
-    simulate(cfg, broken)
-    assert _metrics(broken) == _metrics(tmp_path / "whole")
+    resume()
