@@ -32,6 +32,7 @@ ROUND_COLUMNS = (
     "attack_success_rate",
     "detection_precision",
     "detection_recall",
+    "detection_fpr",
     "round_seconds",
     "aggregation_seconds",
     "note",
@@ -91,27 +92,32 @@ class RoundObserver(Protocol):
     def on_aggregated(self, report: RoundReport) -> None: ...
 
 
-def detection(report: RoundReport, malicious: frozenset[int]) -> tuple[float, float]:
-    """Precision and recall of "flagged" against the malicious clients of the round.
+def detection(report: RoundReport, malicious: frozenset[int]) -> tuple[float, float, float]:
+    """Precision, recall and false-positive rate of "flagged" in one round.
 
     Flagged: rejected (non-finite or malformed), flagged by a detector, or given weight 0
-    by the rule (Krum's unselected, FLTrust's zero trust). Only defined where a detector
-    ran or the rule gives per-client weights; NaN otherwise, and NaN for a ratio with
-    nothing to count.
+    by the rule (Krum's unselected, FLTrust's zero trust). Precision: the malicious share
+    of the flagged; recall: the share of the round's malicious clients flagged; FPR: the
+    share of its benign clients flagged, defined in rounds without attackers too (false
+    alarms). Only defined where a detector ran or the rule gives per-client weights; NaN
+    otherwise, and NaN for a ratio with nothing to count.
     """
     if report.weights is None and report.flagged is None:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     rejected = {c for c in report.rejected if c >= 0}  # -1: a node that is no client
     flagged = rejected | set(report.flagged or ())
     if report.weights is not None:
         flagged |= {
             c for c, w in zip(report.client_ids, report.weights, strict=True) if w <= FLAGGED_WEIGHT
         }
-    present = (set(report.client_ids) | rejected) & malicious
+    clients = set(report.client_ids) | rejected
+    present = clients & malicious
+    benign = clients - malicious
     hits = len(flagged & malicious)
     precision = hits / len(flagged) if flagged else float("nan")
     recall = hits / len(present) if present else float("nan")
-    return precision, recall
+    fpr = len(flagged & benign) / len(benign) if benign else float("nan")
+    return precision, recall, fpr
 
 
 def atomic_write_text(path: Path, text: str, *, durable: bool = False) -> None:
@@ -235,11 +241,12 @@ class RunRecorder:
         }
         report = self._pending
         if server_round > 0 and report is not None:
-            precision, recall = detection(report, self.malicious)
+            precision, recall, fpr = detection(report, self.malicious)
             row.update(
                 malicious_sampled=len(set(report.sampled) & self.malicious),
                 detection_precision=precision,
                 detection_recall=recall,
+                detection_fpr=fpr,
                 train_loss=report.train_loss,
                 clients_sampled=len(report.sampled),
                 clients_trained=len(report.client_ids),

@@ -134,6 +134,7 @@ def build_report(args: argparse.Namespace, command: str) -> Report:
         success=aggregate(kept, "final_attack_success_rate", extras),
         precision=aggregate(kept, "mean_detection_precision", extras),
         recall=aggregate(kept, "mean_detection_recall", extras),
+        fpr=aggregate(kept, "mean_detection_fpr", extras),
         curves=round_curves(kept, {r.name: r for r in finished}, extras),
         duplicates=duplicates,
         shared=shared,

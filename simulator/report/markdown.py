@@ -55,7 +55,12 @@ def _detection(report: Report, setting: Setting) -> list[str]:
     ]
     precision = {p: report.precision[p] for p in flagging}
     lines += _grid(report, precision, setting, "Detection precision (mean over rounds)")
-    return lines + _grid(report, flagging, setting, "Detection recall (mean over rounds)")
+    lines += _grid(report, flagging, setting, "Detection recall (mean over rounds)")
+    fpr = {p: report.fpr[p] for p in flagging if report.fpr[p].values}
+    if fpr:  # runs of versions without the column have none
+        title = "False-positive rate: benign clients flagged (mean over rounds)"
+        lines += _grid(report, fpr, setting, title)
+    return lines
 
 
 def render_markdown(report: Report) -> str:

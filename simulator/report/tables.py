@@ -56,6 +56,7 @@ RESULT_COLUMNS = (
     "final_attack_success_rate",
     "mean_detection_precision",
     "mean_detection_recall",
+    "mean_detection_fpr",
     "wall_seconds",
     "config_digest",
 )
@@ -148,6 +149,7 @@ def results_rows(runs: Sequence[Run], extras: Sequence[str]) -> list[dict[str, A
             final_attack_success_rate=_float(summary.get("final_attack_success_rate")),
             mean_detection_precision=_mean_defined(run.rounds, "detection_precision"),
             mean_detection_recall=_mean_defined(run.rounds, "detection_recall"),
+            mean_detection_fpr=_mean_defined(run.rounds, "detection_fpr"),
             wall_seconds=_float(summary.get("wall_seconds")),
             config_digest=summary.get("config_digest"),
         )
@@ -306,6 +308,7 @@ class Report:
     success: dict[Point, Cell]
     precision: dict[Point, Cell]  # detection precision, mean over rounds
     recall: dict[Point, Cell]  # detection recall, mean over rounds
+    fpr: dict[Point, Cell]  # benign clients flagged, mean over rounds
     curves: dict[Point, dict[int, Cell]]
     duplicates: list[tuple[str, str]]
     shared: dict[str, Any]

@@ -32,6 +32,7 @@ def test_a_detector_in_front_of_the_median_flags_and_is_scored(tmp_path: Path) -
     # sign flipping with scale 4: the attackers' updates are the two largest
     assert [float(r["detection_precision"]) for r in rounds] == [1.0, 1.0, 1.0]
     assert [float(r["detection_recall"]) for r in rounds] == [1.0, 1.0, 1.0]
+    assert [float(r["detection_fpr"]) for r in rounds] == [0.0, 0.0, 0.0]
     clients = _rows(tmp_path / "clients.csv")
     flagged = {(int(r["round"]), int(r["client"])) for r in clients if r["flagged"]}
     assert flagged == {(r, c) for r in (1, 2, 3) for c in malicious}
@@ -42,3 +43,16 @@ def test_a_detector_in_front_of_the_median_flags_and_is_scored(tmp_path: Path) -
     clean = simulate(compose_config(*ATTACKED), without)
     assert all(r["detection_precision"] == "" for r in _rows(without / "rounds.csv")[1:])
     assert clean["final_accuracy"] != summary["final_accuracy"]  # the round saw 8 rows, not 10
+
+
+def test_false_alarms_are_measured_in_rounds_without_attackers(tmp_path: Path) -> None:
+    """No attacker: precision and recall have nothing to count, the false-positive rate
+    is the share of the (all benign) clients the detector flagged."""
+    cfg = compose_config("strategy=median", "num_rounds=2", "progress=false")
+    with open_dict(cfg):
+        cfg.detect = {"name": "largest_norm", "_target_": DETECTOR, "count": 3}
+    simulate(cfg, tmp_path)
+    rounds = _rows(tmp_path / "rounds.csv")[1:]
+    assert [r["detection_precision"] for r in rounds] == ["0.0", "0.0"]  # 3 flagged, none bad
+    assert [r["detection_recall"] for r in rounds] == ["", ""]  # no attacker to find
+    assert [float(r["detection_fpr"]) for r in rounds] == [0.3, 0.3]  # 3 of 10 benign

@@ -25,7 +25,7 @@ NUM_ROUNDS = 3
 ROUND_HEADER = (
     "round,test_accuracy,test_loss,train_loss,clients_sampled,malicious_sampled,"
     "clients_trained,failures,rejected,attack_success_rate,detection_precision,"
-    "detection_recall,round_seconds,aggregation_seconds,note"
+    "detection_recall,detection_fpr,round_seconds,aggregation_seconds,note"
 )
 
 
@@ -80,13 +80,14 @@ def write_run(
     overrides = [f"strategy={cfg['strategy']['name']}", f"seed={cfg['seed']}"]
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     final = 0.5 if final is None else final
-    lines = [ROUND_HEADER, "0,0.1,2.3,,,,,,,,,,,,"]
+    lines = [ROUND_HEADER, "0,0.1,2.3,,,,,,,,,,,,,"]
     for r in range(1, rounds + 1):
         acc = final * (0.5 + 0.5 * r / NUM_ROUNDS)
         rate = "" if asr is None else repr(asr)
         # fedavg gives weights, so detection is defined; the median's is not.
-        precision, recall = ("0.5", "0.25") if cfg["strategy"]["name"] == "fedavg" else ("", "")
-        lines.append(f"{r},{acc!r},1.0,1.1,10,2,10,0,0,{rate},{precision},{recall},0.1,0.01,")
+        fedavg = cfg["strategy"]["name"] == "fedavg"
+        precision, recall, fpr = ("0.5", "0.25", "0.125") if fedavg else ("", "", "")
+        lines.append(f"{r},{acc!r},1.0,1.1,10,2,10,0,0,{rate},{precision},{recall},{fpr},0.1,0.01,")
     (run / "rounds.csv").write_text("\n".join(lines) + "\n")
     if summary:
         data = {
@@ -194,7 +195,8 @@ def test_results_csv_has_one_row_per_finished_run_with_values(sweep: dict[str, A
         "knowledge",
         "malicious_fraction", "num_clients", "clients_per_round", "num_rounds", "seed",
         "final_accuracy", "best_accuracy", "best_round", "final_attack_success_rate",
-        "mean_detection_precision", "mean_detection_recall", "wall_seconds", "config_digest",
+        "mean_detection_precision", "mean_detection_recall", "mean_detection_fpr",
+        "wall_seconds", "config_digest",
     ]  # fmt: skip
     assert len(rows) == len(RULES) * len(FRACTIONS) * len(SEEDS) * len(ATTACKS)
     by_run = {row["run"]: row for row in rows}
@@ -210,6 +212,7 @@ def test_results_csv_has_one_row_per_finished_run_with_values(sweep: dict[str, A
     assert fedavg["knowledge"] == "partial" and fedavg["final_attack_success_rate"] == ""
     assert float(fedavg["mean_detection_precision"]) == 0.5
     assert float(fedavg["mean_detection_recall"]) == 0.25
+    assert float(fedavg["mean_detection_fpr"]) == 0.125
     # boost=${num_clients} resolves to 10 everywhere: not a varying key, no extra column.
     assert "attack.boost" not in columns
 
@@ -392,5 +395,7 @@ def test_report_md_has_a_detection_table_for_rules_that_flag(sweep: dict[str, An
     # the synthetic fedavg runs flag with precision 0.5 and recall 0.25 in every round
     assert "| `fedavg` | 0.500 ± 0.000 (n=2) | 0.500 ± 0.000 (n=2) |" in precision
     assert "| `fedavg` | 0.250 ± 0.000 (n=2) | 0.250 ± 0.000 (n=2) |" in recall
+    fpr = recall.split("**False-positive rate: benign clients flagged (mean over rounds)**")[1]
+    assert "| `fedavg` | 0.125 ± 0.000 (n=2) | 0.125 ± 0.000 (n=2) |" in fpr
     # the median flagged nobody: no row
     assert "`median`" not in precision and "`median`" not in recall
