@@ -6,18 +6,28 @@ sampled client has trained honestly and before the aggregation rule runs, as in 
 threat models of Fang et al. 2020, Baruch et al. 2019 and Shejwalkar & Houmansadr 2021.
 ``knowledge`` says what the adversary sees: ``partial``, only its own clients' honest
 updates; ``full``, the updates of every benign client of the round.
+
+Fake clients (``fake_clients=K``) are attackers too, but hold no data: their rows arrive
+as zero updates (the global model sent back), so they add nothing to what the adversary
+knows. Under partial knowledge it sees only the compromised real clients' honest updates;
+in a round where it sees no update at all (only fake attackers sampled), an attack that
+needs one raises ``NoKnowledge`` and the rows stay as received (fake clients: zero).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from simulator.seeding import Stream, torch_generator
 from simulator.threat import ThreatModel
-from strategies.pipeline import call_with_available
+from strategies.pipeline import accepts, call_with_available
+
+
+class NoKnowledge(ValueError):
+    """The attack needs benign updates and the adversary saw none this round."""
 
 
 class Adversary:
@@ -33,32 +43,71 @@ class Adversary:
         The run's threat model: the malicious client ids and the knowledge level.
     seed : int
         Run seed; the attack's randomness is seeded by ``(seed, round)``.
+    inputs : Mapping[str, Callable[[int, torch.Tensor | None], Any]] | None
+        Further keywords the run can offer (``simulator.components.attack_inputs``: MPAF's
+        ``base_model``), computed from the round and the global model, only for an attack
+        that names them.
     """
 
-    def __init__(self, craft: Callable[..., torch.Tensor], threat: ThreatModel, seed: int) -> None:
+    def __init__(
+        self,
+        craft: Callable[..., torch.Tensor],
+        threat: ThreatModel,
+        seed: int,
+        inputs: Mapping[str, Callable[[int, torch.Tensor | None], Any]] | None = None,
+    ) -> None:
         self.craft = craft
         self.malicious = threat.malicious
+        self.fake = threat.fake
         self.knowledge = threat.knowledge or "full"
         self.seed = seed
+        self.inputs = {k: v for k, v in (inputs or {}).items() if accepts(craft, k)}
 
     def __call__(
-        self, updates: torch.Tensor, client_ids: Sequence[int], server_round: int
+        self,
+        updates: torch.Tensor,
+        client_ids: Sequence[int],
+        server_round: int,
+        *,
+        global_model: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """A new ``(n, d)`` matrix whose malicious rows are crafted; the input is not changed."""
+        """A new ``(n, d)`` matrix whose malicious rows are crafted; the input is not changed.
+
+        ``global_model``: the round's global model as one flat vector, for an attack that
+        takes it (MPAF).
+        """
         bad = [i for i, c in enumerate(client_ids) if c in self.malicious]
         if not bad:
             return updates
         good = [i for i, c in enumerate(client_ids) if c not in self.malicious]
-        own = updates[bad]  # shape: (f, d), the attackers' own honest updates
-        benign = updates[good] if self.knowledge == "full" and good else own
+        # A fake client's row is no honest update: it adds nothing to what is known.
+        real = [i for i in bad if client_ids[i] not in self.fake]
+        own = updates[bad]  # shape: (f, d), the attackers' own honest updates (fake: 0)
+        known = good if self.knowledge == "full" and good else real
+        benign = updates[known]  # shape: (k, d)
         available: dict[str, Any] = {
             "own": own,
             "knowledge": self.knowledge,
             "generator": torch_generator(self.seed, Stream.ATTACK, server_round),
         }
-        crafted = call_with_available(
-            self.craft, benign, num_malicious=len(bad), num_clients=len(client_ids), **available
-        )
+        if global_model is not None:
+            available["global_model"] = global_model
+        for key, compute in self.inputs.items():
+            value = compute(server_round, global_model)
+            available[key] = value.to(updates.device, updates.dtype)
+        try:
+            crafted = call_with_available(
+                self.craft, benign, num_malicious=len(bad), num_clients=len(client_ids),
+                **available,
+            )  # fmt: skip
+        except ValueError as error:
+            if known:
+                raise
+            unseen = " and no benign client was sampled" if self.knowledge == "full" else ""
+            raise NoKnowledge(
+                f"knowledge={self.knowledge}: no honest update to craft from: the attackers "
+                f"sampled are fake clients, which hold no data{unseen} ({error})"
+            ) from error
         expected = (len(bad), updates.shape[1])
         if tuple(crafted.shape) != expected:
             raise ValueError(f"attack returned shape {tuple(crafted.shape)}, expected {expected}")

@@ -6,6 +6,12 @@ the server maps Flower node ids to Oleander client ids this way, on any engine) 
 example count and loss). Hyperparameters travel in the train message's ConfigRecord; the
 data and the model architecture come from the ``ClientSpec`` the app was built with. The
 training itself, honest or poisoned, is ``clients``' plain torch.
+
+A fake client (``fake_clients=K``: ids after the real ones) holds no data and never
+trains: it answers with the global weights unchanged (a zero update, which the colluding
+adversary replaces), the real clients' mean example count (a nominal claim, so it is
+never 0, which the server rejects, and blends in where clients are weighted by examples)
+and a NaN loss (it trained on nothing; ``rounds.csv`` leaves it out of the training loss).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +57,11 @@ class ClientSpec:
 
     def poisons(self, client: int) -> bool:
         """Whether ``client`` trains on poisoned data (a malicious client, a client-side attack)."""
-        return self.poison is not None and client in self.threat.malicious
+        return (
+            self.poison is not None
+            and client in self.threat.malicious
+            and not self.threat.is_fake(client)
+        )
 
 
 class InjectedFailure(RuntimeError):
@@ -74,6 +85,12 @@ def _model(
 def client_id_of(context: Context) -> int:
     """The Oleander client id of the node running this ClientApp."""
     return protocol.client_id_of(context.node_config)
+
+
+def nominal_examples(federation: Federation) -> int:
+    """The example count a fake client claims: the real clients' mean, rounded half up."""
+    total = sum(len(part) for part in federation.partitions)
+    return max(1, (2 * total + federation.num_clients) // (2 * federation.num_clients))
 
 
 def injected_failure(spec: ClientSpec, client: int, server_round: int) -> bool:
@@ -153,8 +170,8 @@ class OleanderClientApp(ClientApp):
             client = client_id_of(context)
             if server_round is None or injected_failure(self.spec, client, server_round):
                 continue
-            if self.spec.poisons(client):
-                continue  # a poisoning client keeps its own code path
+            if self.spec.poisons(client) or self.spec.threat.is_fake(client):
+                continue  # a poisoning or fake client keeps its own code path
             groups.setdefault((key, server_round), []).append(position)
         replies: dict[int, Message] = {}
         for (_, server_round), positions in groups.items():
@@ -226,8 +243,10 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> Oleander
         if injected_failure(spec, client, server_round):
             raise InjectedFailure(f"client {client} failed on purpose in round {server_round}")
         federation, model = app._setup()
-        data = federation.client_data(client)
         sent = app.global_weights(arrays)
+        if spec.threat.is_fake(client):  # no data, no training: the global weights back
+            return protocol.train_reply(message, sent, nominal_examples(federation), math.nan)
+        data = federation.client_data(client)
         model.load_state_dict(sent)
         generator = torch_generator(spec.seed, Stream.TRAIN, server_round, client)
         x, y, poison = data.x, data.y, None

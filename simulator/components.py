@@ -16,7 +16,7 @@ from clients.poisoning import Poisoning
 from clients.training import TrainConfig
 from simulator.federation import FederationSpec
 from simulator.schema import build, load_target, own_parameters, parameters_of
-from simulator.seeding import Stream, torch_generator
+from simulator.seeding import Stream, derive_seed, torch_generator
 from simulator.threat import ThreatModel
 from strategies.pipeline import Defence
 from strategies.post import ServerLearningRate
@@ -85,7 +85,36 @@ def threat_model(cfg: DictConfig) -> ThreatModel:
         site=configured_site(cfg),
         knowledge=cfg.attack.knowledge,
         parameters=attack_parameters(cfg),
+        fake_clients=cfg.fake_clients,
     )
+
+
+def attack_inputs(
+    cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int
+) -> dict[str, Callable[[int, torch.Tensor | None], torch.Tensor]]:
+    """What only the run can offer a colluding attack, computed for an attack that names it.
+
+    ``base_model``: the attacker's base model w' (MPAF, Cao and Gong 2022: a random
+    initialisation) as one flat vector in the global model's layout: the run's model
+    architecture, initialised from the seed's ``Stream.BASE_MODEL`` (so never the
+    initial global model), built once on first use.
+    """
+    from simulator.arrays import ArrayLayout, to_array_record
+    from simulator.models import build_model
+
+    built: list[torch.Tensor] = []
+
+    def base_model(server_round: int, global_model: torch.Tensor | None) -> torch.Tensor:
+        if not built:
+            model = build_model(
+                build("model", cfg.model), input_shape, num_classes,
+                derive_seed(cfg.seed, Stream.BASE_MODEL),
+            )  # fmt: skip
+            record = to_array_record(model.state_dict())
+            built.append(ArrayLayout.of(record).flatten(record))  # shape: (d,)
+        return built[0]
+
+    return {"base_model": base_model}
 
 
 def generators(seed: int) -> Callable[[str, int], torch.Generator]:

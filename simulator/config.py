@@ -26,6 +26,7 @@ from simulator.checks import is_int, is_real
 from simulator.schema import (
     COHORT_MODES,
     GROUPS,
+    MAX_CLIENTS,
     MAX_THREADS,
     MAX_WORKERS,
     MOVED,
@@ -36,7 +37,7 @@ from simulator.schema import (
     build,
     load_target,
 )
-from simulator.threat import ThreatModel
+from simulator.threat import ThreatModel, count_for
 
 
 class ConfigError(ValueError):
@@ -76,6 +77,11 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("momentum", lambda v: is_real(v) and 0 <= v < 1, "must be in [0, 1)"),
     ("weight_decay", lambda v: is_real(v) and v >= 0, "must be a number >= 0"),
     ("malicious_fraction", lambda v: is_real(v) and 0 <= v < 1, "must be in [0, 1)"),
+    (
+        "fake_clients",
+        lambda v: is_int(v) and v >= 0,
+        "must be an integer >= 0 (clients the attacker adds)",
+    ),
     (
         "torch_threads",
         lambda v: is_int(v) and 1 <= v <= MAX_THREADS,
@@ -291,14 +297,25 @@ def _check(cfg: DictConfig) -> None:
             f"must be below clients_per_round ({cfg.clients_per_round})",
             combination=True,
         )
-    if cfg.clients_per_round > cfg.num_clients:
+    fake = cfg.fake_clients
+    if fake and cfg.num_clients + fake > MAX_CLIENTS:
+        raise _fail(
+            "fake_clients",
+            fake,
+            f"num_clients + fake_clients must be <= {MAX_CLIENTS} (one node per client id)",
+            combination=True,
+        )
+    if cfg.clients_per_round > cfg.num_clients + fake:
+        federation = f"num_clients + fake_clients ({cfg.num_clients + fake})"
         raise _fail(
             "clients_per_round",
             cfg.clients_per_round,
-            f"must be <= num_clients ({cfg.num_clients})",
+            f"must be <= {federation if fake else f'num_clients ({cfg.num_clients})'}",
             combination=True,
         )
     threat = _threat(cfg)
+    if fake:
+        _check_fake_clients(cfg, threat)
     if threat.num_malicious >= cfg.num_clients:
         raise _fail(
             "malicious_fraction",
@@ -351,6 +368,30 @@ def _check(cfg: DictConfig) -> None:
     _check_attack(cfg, threat, dataset)
 
 
+def _check_fake_clients(cfg: DictConfig, threat: ThreatModel) -> None:
+    """Fake clients hold no data: they need a colluding attack, and honest clients left."""
+    site = threat.site
+    if site != "adversary":
+        need = (
+            "an attack" if site == "none" else f"a colluding attack, not attack={cfg.attack.name}"
+        )
+        raise _fail(
+            "fake_clients",
+            cfg.fake_clients,
+            f"fake clients hold no data; they need {need} (e.g. attack=mpaf or attack=alie)",
+            combination=True,
+        )
+    if threat.malicious_per_round >= cfg.clients_per_round:
+        raise _fail(
+            "fake_clients",
+            cfg.fake_clients,
+            f"with the compromised clients, the expected attackers per round "
+            f"({threat.malicious_per_round}) reach clients_per_round ({cfg.clients_per_round}); "
+            "at least one sampled client must be honest",
+            combination=True,
+        )
+
+
 def _threat(cfg: DictConfig) -> ThreatModel:
     """The run's threat model (``simulator.components.threat_model``), or ConfigError."""
     from simulator.components import threat_model
@@ -373,7 +414,7 @@ def _check_attack(cfg: DictConfig, threat: ThreatModel, dataset: Any) -> None:
     parameter fails here, in one line, and not silently in every round. A poisoning must
     fit the data set's classes and images.
     """
-    from simulator.adversary import Adversary
+    from simulator.adversary import Adversary, NoKnowledge
     from simulator.components import attack_site
 
     attack = _build("attack", cfg.attack)
@@ -385,23 +426,41 @@ def _check_attack(cfg: DictConfig, threat: ThreatModel, dataset: Any) -> None:
         )
     if site == "adversary":
         n, f = cfg.clients_per_round, threat.malicious_per_round
+        # Fake clients expected among the round's attackers (at least one where there are
+        # any, so the check meets them); the others are compromised real clients.
+        fake = 0
+        if threat.fake_clients:
+            share = threat.fake_clients / threat.total_clients
+            fake = min(max(count_for(share, n), 1), max(f, 1))
         # One attacker among 10 clients with full knowledge: a failure is the attack's own
         # parameters (checked even when malicious_fraction is 0, so a sweep's bad value is
         # caught once; partial knowledge would see one update, too few for some attacks);
-        # with the configured f, clients per round and knowledge, the mix.
-        checks = ((1, max(n, 10), "full", False), (f, n, threat.knowledge, True))
-        for attackers, rows, seen, combination in checks:
-            if not attackers:
+        # with the configured f, clients per round, fake clients and knowledge, the mix.
+        checks = (
+            (1, 0, max(n, 10), "full", False),
+            (max(f - fake, 0), fake, n, threat.knowledge, True),
+        )
+        for real, fakes, rows, seen, combination in checks:
+            if not real + fakes:
                 continue
             stand_in = dataclasses.replace(
-                threat, knowledge=seen, malicious_clients=tuple(range(attackers))
+                threat,
+                knowledge=seen,
+                num_clients=rows - fakes,  # fake ids: the last rows
+                fake_clients=fakes,
+                malicious_clients=tuple(range(real)),
             )
             updates = torch.randn(rows, 8, generator=torch.Generator().manual_seed(0))
+            # MPAF's w' and w_t: any vectors of the stand-in's width.
+            inputs = {"base_model": lambda server_round, global_model: torch.ones(8)}
+            adversary = Adversary(attack, stand_in, seed=0, inputs=inputs)
             try:
-                Adversary(attack, stand_in, seed=0)(updates, list(range(rows)), server_round=1)
+                adversary(updates, list(range(rows)), server_round=1, global_model=torch.zeros(8))
+            except NoKnowledge:
+                pass  # fake clients alone under partial knowledge: recorded per round
             except (ValueError, TypeError) as error:
                 raise ConfigError(
-                    _attack_error(cfg, error, attackers, rows), combination=combination
+                    _attack_error(cfg, error, real + fakes, rows), combination=combination
                 ) from None
     if site == "client":
         _checked("attack", attack.check_classes, num_classes=dataset.num_classes)

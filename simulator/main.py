@@ -82,6 +82,7 @@ def simulate(
     from simulator.adversary import Adversary
     from simulator.client_app import ClientSpec, make_client_app
     from simulator.components import (
+        attack_inputs,
         build_defence,
         defence_name,
         federation_spec,
@@ -130,7 +131,11 @@ def simulate(
     )
     progress = RoundProgress(cfg.num_rounds, enabled=cfg.progress)
     recorder = RunRecorder(
-        output_dir, cfg.num_rounds, on_round=progress.update, malicious=threat.malicious
+        output_dir,
+        cfg.num_rounds,
+        on_round=progress.update,
+        malicious=threat.malicious,
+        fake=threat.fake,
     )
     recipe = train_config(cfg)
     server_inputs: dict[str, Any] = {}
@@ -142,7 +147,8 @@ def simulate(
     def build_strategy(node_to_client: dict[int, int]) -> Any:
         adversary = None
         if threat.site == "adversary" and threat.malicious:
-            adversary = Adversary(attack, threat, cfg.seed)
+            inputs = attack_inputs(cfg, data.input_shape, data.num_classes)
+            adversary = Adversary(attack, threat, cfg.seed, inputs=inputs)
         return OleanderStrategy(
             build_defence(cfg, threat, server_inputs),
             node_to_client=node_to_client,
@@ -156,7 +162,7 @@ def simulate(
     plan = ServerPlan(
         initial_model=initial_model,
         test=data.test,
-        num_clients=cfg.num_clients,
+        num_clients=threat.total_clients,  # the real clients, then the fake ones
         num_rounds=cfg.num_rounds,
         train_config=recipe,
         build_strategy=build_strategy,
@@ -178,9 +184,10 @@ def simulate(
     workers = int(getattr(engine, "workers", 0) or 0)
     plan.eval_threads = max(cfg.torch_threads, workers) if workers else None
     log.info(
-        "%s: %d clients (%d per round), %d rounds, %s on %s, engine %s -> %s",
+        "%s: %d clients%s (%d per round), %d rounds, %s on %s, engine %s -> %s",
         data.name,
         cfg.num_clients,
+        f" + {threat.fake_clients} fake" if threat.fake_clients else "",
         cfg.clients_per_round,
         cfg.num_rounds,
         defence_name(cfg),
@@ -192,7 +199,7 @@ def simulate(
         engine.run(
             make_server_app(plan),
             functools.partial(make_client_app, client_spec, mods=list(client_mods)),
-            cfg.num_clients,
+            threat.total_clients,
             verbose=cfg.verbose,
             device=cfg.device,
         )
@@ -209,6 +216,7 @@ def simulate(
             "num_malicious_told": threat.num_malicious_told,
             "model": cfg.model.name,
             "num_clients": cfg.num_clients,
+            "fake_clients": threat.fake_clients,
             "clients_per_round": cfg.clients_per_round,
             "threat_model": threat.summary(),
             "data_note": data.note,

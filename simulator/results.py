@@ -77,11 +77,22 @@ class RoundReport:
     @property
     def train_loss(self) -> float:
         """Example-weighted mean training loss over the accepted replies (NaN if none)."""
-        total = sum(self.num_examples)
+        return self.mean_train_loss()
+
+    def mean_train_loss(self, untrained: frozenset[int] = frozenset()) -> float:
+        """``train_loss`` without the clients in ``untrained`` (fake clients: they hold
+        no data, report no loss, and their example count is nominal)."""
+        rows = [
+            (n, loss)
+            for c, n, loss in zip(
+                self.client_ids, self.num_examples, self.train_losses, strict=True
+            )
+            if c not in untrained
+        ]
+        total = sum(n for n, _ in rows)
         if not total:
             return float("nan")
-        pairs = zip(self.num_examples, self.train_losses, strict=True)
-        return sum(n * loss for n, loss in pairs) / total
+        return sum(n * loss for n, loss in rows) / total
 
 
 class RoundObserver(Protocol):
@@ -183,9 +194,12 @@ class RunRecorder:
         num_rounds: int,
         on_round: Callable[[int, float], None] | None = None,
         malicious: frozenset[int] = frozenset(),
+        fake: frozenset[int] = frozenset(),
     ) -> None:
         self.output_dir = Path(output_dir)
-        self.malicious = frozenset(malicious)
+        # Fake clients are malicious too; they are left out of the round's training loss.
+        self.malicious = frozenset(malicious) | frozenset(fake)
+        self.fake = frozenset(fake)
         self.attack_failed_rounds = 0
         self.num_rounds = num_rounds
         self.on_round = on_round
@@ -247,7 +261,7 @@ class RunRecorder:
                 detection_precision=precision,
                 detection_recall=recall,
                 detection_fpr=fpr,
-                train_loss=report.train_loss,
+                train_loss=report.mean_train_loss(self.fake),
                 clients_sampled=len(report.sampled),
                 clients_trained=len(report.client_ids),
                 failures=len(report.failures),

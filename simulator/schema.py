@@ -30,6 +30,8 @@ EXTRA_GROUPS = ("experiment", "debug")
 # runs; far above any real need, and far below the C int that threads and pools take.
 MAX_THREADS = 1024
 MAX_WORKERS = 1024
+# Clients in a federation, real and fake: the engines hold one node per client.
+MAX_CLIENTS = 2**20
 # engine.cohort: train a round's honest clients together where it pays off, always, never.
 COHORT_MODES = ("auto", "always", "never")
 
@@ -145,6 +147,7 @@ class OleanderConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     malicious_fraction: float = 0.0
+    fake_clients: int = 0
     device: str = "cpu"
     torch_threads: int = 1
     eval_batch_size: int = 1024
@@ -217,7 +220,7 @@ RUN_KEYWORDS = frozenset(
     {
         "num_malicious", "client_ids", "server_round", "global_model", "state", "generator",
         "weights", "server_update", "own", "num_clients", "knowledge", "received",
-        "previous_aggregate",
+        "previous_aggregate", "base_model",
     }
 )  # fmt: skip
 

@@ -28,6 +28,7 @@ class Stream(IntEnum):
     ATTACK = 9  # (round): randomness of a colluding attack
     FAULT = 10  # (round, client): injected client failures
     DETECTION = 11  # (round): randomness of detectors
+    BASE_MODEL = 12  # the attacker's base model (MPAF's w': a fresh initialisation)
     # Streams inside data loading and partitioning, keyed by the crc32 of a name so that
     # they never meet the small integers above.
     DIGITS_SPLIT = 4137451541  # crc32("data.digits.split")

@@ -28,7 +28,8 @@ from simulator.results import RoundObserver, RoundReport
 from simulator.seeding import Stream, numpy_generator
 from strategies.pipeline import Defence
 
-Adversary = Callable[[torch.Tensor, list[int], int], torch.Tensor]
+# (updates, client ids, round, global_model=flat global vector) -> updates
+Adversary = Callable[..., torch.Tensor]
 
 
 def sample_clients(seed: int, server_round: int, num_clients: int, per_round: int) -> list[int]:
@@ -54,8 +55,9 @@ class OleanderStrategy(FedAvg):
         Run seed.
     adversary : Callable | None (default: None)
         The colluding adversary (``simulator.adversary.Adversary``): given the round's
-        ``(n, d)`` updates, their client ids and the round, returns the matrix with its
-        clients' rows crafted. It runs after the replies are checked, before the defence.
+        ``(n, d)`` updates, their client ids, the round and the ``global_model`` keyword
+        (the flat global vector), returns the matrix with its clients' rows crafted. It
+        runs after the replies are checked, before the defence.
     observer : RoundObserver | None (default: None)
         Told when each round starts and what its aggregation did.
     device : str (default: "cpu")
@@ -139,7 +141,7 @@ class OleanderStrategy(FedAvg):
             rejected=received.rejected,
         )
         if received.client_ids and self.adversary is not None:
-            self._attack(received, report)
+            self._attack(received, report, global_vector)
         arrays = metrics = None
         if received.client_ids:
             report.client_ids = received.client_ids
@@ -169,13 +171,16 @@ class OleanderStrategy(FedAvg):
             self.observer.on_aggregated(report)
         return arrays, metrics
 
-    def _attack(self, received: RoundUpdates, report: RoundReport) -> None:
+    def _attack(
+        self, received: RoundUpdates, report: RoundReport, global_vector: torch.Tensor
+    ) -> None:
         """Let the colluding adversary rewrite its rows; its failures are recorded, not fatal."""
         assert self.adversary is not None
         try:
             received.updates = self.adversary(
-                received.updates, received.client_ids, report.server_round
-            )
+                received.updates, received.client_ids, report.server_round,
+                global_model=global_vector,
+            )  # fmt: skip
         except Exception as error:  # a failing attack is recorded, never a crash
             log(DEBUG, "attack failed in round %d", report.server_round, exc_info=True)
             report.add_note(f"attack failed ({type(error).__name__}: {error}): honest updates sent")

@@ -3,6 +3,12 @@
 Built once from the config (``simulator.components.threat_model``), handed to the
 adversary, the clients, the defence and the results, and written as is into
 ``summary.json``. One rounding rule everywhere: round half up, ``floor(fraction * n + 1/2)``.
+
+Two kinds of attacker: compromised real clients (``malicious_fraction`` of the
+``num_clients`` real ones, drawn from the seed) and fake clients (``fake_clients``, added by
+the attacker, Cao and Gong, CVPR Workshops 2022). Fake clients get the ids after the real
+ones, are sampled like them, hold no data and never train (``FAKE_REPLY``); both kinds
+are malicious in every record.
 """
 
 from __future__ import annotations
@@ -22,6 +28,15 @@ SITES = {
     "client": "inside the malicious clients",
     "none": "none",
 }
+# What a fake client does, as summary.json states it (simulator.client_app, simulator.adversary).
+FAKE_REPLY = (
+    "fake clients hold no data and never train: each answers a train message with the "
+    "global weights unchanged (a zero update), the real clients' mean example count and "
+    "no loss, and the adversary replaces its row; a fake client has no honest update, so "
+    "with partial knowledge the adversary sees only the compromised real clients' "
+    "updates, and a round where it sees none sends the rows as received (recorded as "
+    "attack failed)"
+)
 
 
 def count_for(fraction: float, n: int) -> int:
@@ -63,17 +78,24 @@ class ThreatModel:
     num_clients : int
         Clients in the federation.
     malicious_clients : tuple[int, ...]
-        Their ids, drawn once from the seed.
+        The compromised real clients' ids, drawn once from the seed.
     num_malicious : int
         ``len(malicious_clients)``: ``round_half_up(malicious_fraction * num_clients)``.
     malicious_per_round : int
-        The expected number of attackers among the clients sampled each round:
-        ``round_half_up(malicious_fraction * clients_per_round)``.
+        The expected number of attackers (compromised and fake) among the clients sampled
+        each round: ``round_half_up(share * clients_per_round)`` with ``share`` the
+        attackers' expected share of the federation,
+        ``(malicious_fraction * num_clients + fake_clients) / (num_clients + fake_clients)``
+        (``malicious_fraction`` without fake clients).
     num_malicious_told : int
         f, the number of attackers a defence is told: ``strategy.num_malicious`` when set,
         else ``malicious_per_round``.
     fake_clients : int
-        Clients added by the attacker (none yet: room for fake-client attacks).
+        Clients the attacker adds to the federation (``fake_clients=K``).
+    fake_client_ids : tuple[int, ...]
+        Their ids: ``num_clients .. num_clients + fake_clients - 1``, after the real ones.
+    fake_reply : str
+        What a fake client sends (``FAKE_REPLY``).
     rounding : str
         The rounding rule of every count above.
     """
@@ -90,16 +112,38 @@ class ThreatModel:
     num_malicious_told: int
     fake_clients: int = 0
     rounding: str = ROUNDING
+    fake_reply: str = FAKE_REPLY
     num_malicious: int = field(init=False)
+    fake_client_ids: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.fake_clients, int) or isinstance(self.fake_clients, bool):
+            raise ValueError(f"fake_clients={self.fake_clients!r}: must be an integer >= 0")
+        if self.fake_clients < 0:
+            raise ValueError(f"fake_clients={self.fake_clients}: must be an integer >= 0")
         object.__setattr__(self, "num_malicious", len(self.malicious_clients))
+        first = self.num_clients
+        object.__setattr__(self, "fake_client_ids", tuple(range(first, first + self.fake_clients)))
         if self.knowledge is not None and self.knowledge not in KNOWLEDGE:
             raise ValueError(f"knowledge={self.knowledge}: must be one of {', '.join(KNOWLEDGE)}")
 
     @property
+    def total_clients(self) -> int:
+        """Every client in the federation: the real ones and the fake ones."""
+        return self.num_clients + self.fake_clients
+
+    @property
     def malicious(self) -> frozenset[int]:
-        return frozenset(self.malicious_clients)
+        """Every attacker: the compromised real clients and the fake ones."""
+        return frozenset(self.malicious_clients) | frozenset(self.fake_client_ids)
+
+    @property
+    def fake(self) -> frozenset[int]:
+        return frozenset(self.fake_client_ids)
+
+    def is_fake(self, client: int) -> bool:
+        """Whether ``client`` is a fake client (an id after the real ones)."""
+        return self.num_clients <= client < self.num_clients + self.fake_clients
 
     @classmethod
     def build(
@@ -114,12 +158,16 @@ class ThreatModel:
         site: str,
         knowledge: str | None,
         parameters: dict[str, Any],
+        fake_clients: int = 0,
     ) -> ThreatModel:
         """The threat model of a run from its settings (``site``: a key of ``SITES``).
 
         A colluding attack without a stated knowledge level gets ``full``.
         """
-        per_round = count_for(malicious_fraction, clients_per_round)
+        share = malicious_fraction
+        if fake_clients:
+            share = (malicious_fraction * num_clients + fake_clients) / (num_clients + fake_clients)
+        per_round = count_for(share, clients_per_round)
         told = per_round if num_malicious_told is None else num_malicious_told
         if site == "adversary" and knowledge is None:
             knowledge = "full"
@@ -136,6 +184,7 @@ class ThreatModel:
             ),
             malicious_per_round=per_round,
             num_malicious_told=int(told),
+            fake_clients=fake_clients,
         )
 
     @classmethod
@@ -158,4 +207,5 @@ class ThreatModel:
         """The threat model as ``summary.json`` records it."""
         record = dataclasses.asdict(self)
         record["malicious_clients"] = list(self.malicious_clients)
+        record["fake_client_ids"] = list(self.fake_client_ids)
         return record

@@ -19,6 +19,7 @@ from clients.attacks.fang import (
 )
 from clients.attacks.ipm import ipm
 from clients.attacks.minmax import halving_search, minmax, minmax_gamma, minsum, minsum_gamma
+from clients.attacks.mpaf import mpaf
 
 __all__ = [
     "KNOWLEDGE",
@@ -37,6 +38,7 @@ __all__ = [
     "minmax_gamma",
     "minsum",
     "minsum_gamma",
+    "mpaf",
     "nan",
     "scaling",
     "sign_flip",

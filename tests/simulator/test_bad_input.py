@@ -307,6 +307,7 @@ TOP_LEVEL = [
     Knob("momentum", "float", unit_out()),
     Knob("weight_decay", "float", nonnegative_float_out()),
     Knob("malicious_fraction", "float", unit_out()),
+    Knob("fake_clients", "int", ints(high=-1) | ints(2**20, HUGE)),  # ids: <= 2^20 clients
     Knob("device", "str", bad_devices()),
     Knob("torch_threads", "int", ints(high=0) | ints(C_INT, HUGE)),
     Knob("eval_batch_size", "int", ints(high=0)),

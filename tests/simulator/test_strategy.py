@@ -582,7 +582,7 @@ def test_failing_attack_is_recorded_and_the_round_goes_on() -> None:
     observer = Observer()
     strategy = make_strategy(observer=observer)
 
-    def broken_adversary(updates, client_ids, server_round):
+    def broken_adversary(updates, client_ids, server_round, *, global_model):
         raise RuntimeError("attack exploded")
 
     strategy.adversary = broken_adversary
