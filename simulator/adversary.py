@@ -59,6 +59,7 @@ class Adversary:
         self.craft = craft
         self.malicious = threat.malicious
         self.fake = threat.fake
+        self.window = threat.active
         self.knowledge = threat.knowledge or "full"
         self.seed = seed
         self.inputs = {k: v for k, v in (inputs or {}).items() if accepts(craft, k)}
@@ -77,7 +78,7 @@ class Adversary:
         takes it (MPAF).
         """
         bad = [i for i, c in enumerate(client_ids) if c in self.malicious]
-        if not bad:
+        if not bad or not self.window(server_round):  # outside the window: honest rows
             return updates
         good = [i for i, c in enumerate(client_ids) if c not in self.malicious]
         # A fake client's row is no honest update: it adds nothing to what is known.

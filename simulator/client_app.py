@@ -55,12 +55,14 @@ class ClientSpec:
     poison: dict[str, Any] | None = None  # the data poisoning malicious clients apply
     failure_rate: float = 0.0  # share of train tasks that fail on purpose (faults)
 
-    def poisons(self, client: int) -> bool:
-        """Whether ``client`` trains on poisoned data (a malicious client, a client-side attack)."""
+    def poisons(self, client: int, server_round: int) -> bool:
+        """Whether ``client`` trains on poisoned data in ``server_round``: a malicious real
+        client, a client-side attack, a round inside the attack window."""
         return (
             self.poison is not None
             and client in self.threat.malicious
             and not self.threat.is_fake(client)
+            and self.threat.active(server_round)
         )
 
 
@@ -170,7 +172,7 @@ class OleanderClientApp(ClientApp):
             client = client_id_of(context)
             if server_round is None or injected_failure(self.spec, client, server_round):
                 continue
-            if self.spec.poisons(client) or self.spec.threat.is_fake(client):
+            if self.spec.poisons(client, server_round) or self.spec.threat.is_fake(client):
                 continue  # a poisoning or fake client keeps its own code path
             groups.setdefault((key, server_round), []).append(position)
         replies: dict[int, Message] = {}
@@ -250,7 +252,7 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> Oleander
         model.load_state_dict(sent)
         generator = torch_generator(spec.seed, Stream.TRAIN, server_round, client)
         x, y, poison = data.x, data.y, None
-        if spec.poisons(client):
+        if spec.poisons(client, server_round):
             poison = _poisoning(json.dumps(spec.poison, sort_keys=True))
             x, y = poison.poison_data(x, y, federation.data.num_classes)
         stats = train(

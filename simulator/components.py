@@ -86,6 +86,8 @@ def threat_model(cfg: DictConfig) -> ThreatModel:
         knowledge=cfg.attack.knowledge,
         parameters=attack_parameters(cfg),
         fake_clients=cfg.fake_clients,
+        start_round=cfg.attack.start_round,
+        stop_round=cfg.attack.stop_round,
     )
 
 

@@ -103,6 +103,17 @@ _RULES: list[tuple[str, Callable[[Any], bool], str]] = [
         lambda v: v is None or v in KNOWLEDGE,
         f"must be null or one of {', '.join(KNOWLEDGE)}",
     ),
+    ("attack.start_round", lambda v: is_int(v) and v >= 1, "must be an integer >= 1"),
+    (
+        "attack.stop_round",
+        lambda v: v is None or (is_int(v) and v >= 1),
+        "must be null (no end) or an integer >= 1",
+    ),
+    (
+        "attack.lifespan_threshold",
+        lambda v: is_real(v) and 0 < v <= 1,
+        "must be a number in (0, 1]",
+    ),
     (
         "strategy.num_malicious",
         lambda v: v is None or (is_int(v) and v >= 0),
@@ -313,6 +324,7 @@ def _check(cfg: DictConfig) -> None:
             f"must be <= {federation if fake else f'num_clients ({cfg.num_clients})'}",
             combination=True,
         )
+    _check_window(cfg)
     threat = _threat(cfg)
     if fake:
         _check_fake_clients(cfg, threat)
@@ -510,6 +522,25 @@ def _stage_group(defence: Any, stage: str) -> str:
         carried = len(getattr(defence.rule, "detectors", ()))
         return "strategy" if int(stage.split(".")[1]) < carried else "detect"
     return "pre" if group == "pre" else "strategy"
+
+
+def _check_window(cfg: DictConfig) -> None:
+    """The attack window starts within the run and ends after it starts."""
+    start, stop = cfg.attack.start_round, cfg.attack.stop_round
+    if start > cfg.num_rounds:
+        raise _fail(
+            "attack.start_round",
+            start,
+            f"after the last round (num_rounds={cfg.num_rounds}): the attack would never run",
+            combination=True,
+        )
+    if stop is not None and stop < start:
+        raise _fail(
+            "attack.stop_round",
+            stop,
+            f"the window ends before it starts (attack.start_round={start})",
+            combination=True,
+        )
 
 
 def _told(threat: ThreatModel, f: int) -> ThreatModel:

@@ -93,7 +93,7 @@ def simulate(
     from simulator.interrupt import StopRequest
     from simulator.models import build_model
     from simulator.progress import RoundProgress
-    from simulator.results import RunRecorder
+    from simulator.results import RunRecorder, backdoor_lifespan
     from simulator.seeding import Stream, derive_seed
     from simulator.server_app import Checkpointer, ServerPlan, make_server_app, root_update_fn
     from simulator.strategy import OleanderStrategy
@@ -221,6 +221,9 @@ def simulate(
             "threat_model": threat.summary(),
             "data_note": data.note,
         }
+    )
+    summary["backdoor_lifespan"] = backdoor_lifespan(
+        recorder.rounds, threat.stop_round, cfg.attack.lifespan_threshold
     )
     summary["wall_seconds"] = time.perf_counter() - min(started, recorder.started)
     recorder.write_summary(summary)

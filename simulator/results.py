@@ -131,6 +131,35 @@ def detection(report: RoundReport, malicious: frozenset[int]) -> tuple[float, fl
     return precision, recall, fpr
 
 
+def backdoor_lifespan(
+    rounds: Sequence[dict[str, Any]], stop_round: int | None, threshold: float
+) -> dict[str, Any] | None:
+    """How long a backdoor outlives its attack (BackFed's lifespan: the rounds from the
+    attack's stop until its success rate first falls below ``threshold``).
+
+    None without a stop round or without a success rate after it. ``rounds``: the number
+    of rounds, or None while the rate never fell below the threshold before the run ended
+    (``at_least`` then says how many rounds it survived at least).
+    """
+    if stop_round is None:
+        return None
+    after = [
+        r
+        for r in rounds
+        if r["round"] > stop_round and _finite_or_none(r.get("attack_success_rate")) is not None
+    ]
+    if not after:
+        return None
+    below = next((r["round"] for r in after if r["attack_success_rate"] < threshold), None)
+    last = after[-1]["round"]
+    return {
+        "stop_round": stop_round,
+        "threshold": threshold,
+        "rounds": None if below is None else below - stop_round,
+        "at_least": last - stop_round if below is None else None,
+    }
+
+
 def atomic_write_text(path: Path, text: str, *, durable: bool = False) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename.
 

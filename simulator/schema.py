@@ -173,6 +173,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "attack": {
         "name": "none",
         "knowledge": None,  # partial | full, for colluding (server-side) attacks
+        "start_round": 1,  # the attack window: the first round attackers attack
+        "stop_round": None,  # the last (null: to the end); success is measured every round
+        "lifespan_threshold": 0.5,  # a backdoor is gone once its success falls below this
     },
     "pre": {"name": "none"},
     "detect": {"name": "none"},

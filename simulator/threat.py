@@ -96,6 +96,10 @@ class ThreatModel:
         Their ids: ``num_clients .. num_clients + fake_clients - 1``, after the real ones.
     fake_reply : str
         What a fake client sends (``FAKE_REPLY``).
+    start_round, stop_round : int, int | None
+        The attack window: attackers attack in rounds ``start_round .. stop_round`` (no end
+        when None) and train honestly (fake clients: send nothing of their own) outside it;
+        the attack success rate is measured every round.
     rounding : str
         The rounding rule of every count above.
     """
@@ -111,6 +115,8 @@ class ThreatModel:
     malicious_per_round: int
     num_malicious_told: int
     fake_clients: int = 0
+    start_round: int = 1
+    stop_round: int | None = None
     rounding: str = ROUNDING
     fake_reply: str = FAKE_REPLY
     num_malicious: int = field(init=False)
@@ -141,6 +147,11 @@ class ThreatModel:
     def fake(self) -> frozenset[int]:
         return frozenset(self.fake_client_ids)
 
+    def active(self, server_round: int) -> bool:
+        """Whether the attack runs in ``server_round`` (inside its window)."""
+        stop = self.stop_round
+        return self.start_round <= server_round and (stop is None or server_round <= stop)
+
     def is_fake(self, client: int) -> bool:
         """Whether ``client`` is a fake client (an id after the real ones)."""
         return self.num_clients <= client < self.num_clients + self.fake_clients
@@ -159,6 +170,8 @@ class ThreatModel:
         knowledge: str | None,
         parameters: dict[str, Any],
         fake_clients: int = 0,
+        start_round: int = 1,
+        stop_round: int | None = None,
     ) -> ThreatModel:
         """The threat model of a run from its settings (``site``: a key of ``SITES``).
 
@@ -185,6 +198,8 @@ class ThreatModel:
             malicious_per_round=per_round,
             num_malicious_told=int(told),
             fake_clients=fake_clients,
+            start_round=int(start_round),
+            stop_round=None if stop_round is None else int(stop_round),
         )
 
     @classmethod

@@ -135,6 +135,7 @@ def build_report(args: argparse.Namespace, command: str) -> Report:
         precision=aggregate(kept, "mean_detection_precision", extras),
         recall=aggregate(kept, "mean_detection_recall", extras),
         fpr=aggregate(kept, "mean_detection_fpr", extras),
+        lifespan=aggregate(kept, "backdoor_lifespan", extras),
         curves=round_curves(kept, {r.name: r for r in finished}, extras),
         duplicates=duplicates,
         shared=shared,

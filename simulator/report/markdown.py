@@ -90,6 +90,13 @@ def render_markdown(report: Report) -> str:
         lines += _grid(report, report.cells, setting, f"{metric} (test set)")
         if any(p[0] == setting and c.values for p, c in report.success.items()):
             lines += _grid(report, report.success, setting, "Attack success rate (final round)")
+        if any(p[0] == setting and c.values for p, c in report.lifespan.items()):
+            title = (
+                "Backdoor lifespan: rounds from the attack's stop until its success rate "
+                "fell below the threshold (a run still above it at its end counts the rounds "
+                "it lasted: a lower bound)"
+            )
+            lines += _grid(report, report.lifespan, setting, title)
         if any(p[0] == setting and c.values for p, c in report.precision.items()):
             lines += _detection(report, setting)
     if report.rows:

@@ -57,6 +57,7 @@ RESULT_COLUMNS = (
     "mean_detection_precision",
     "mean_detection_recall",
     "mean_detection_fpr",
+    "backdoor_lifespan",
     "wall_seconds",
     "config_digest",
 )
@@ -135,6 +136,16 @@ def _mean_defined(rows: Iterable[dict[str, str]], column: str) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def _lifespan(record: Any) -> int | None:
+    """Rounds a backdoor outlived its attack: the measured value, or the rounds it was
+    still above the threshold when the run ended (a lower bound); None if undefined."""
+    if not isinstance(record, dict):
+        return None
+    value = record.get("rounds")
+    value = record.get("at_least") if value is None else value
+    return _int(value)
+
+
 def results_rows(runs: Sequence[Run], extras: Sequence[str]) -> list[dict[str, Any]]:
     """One row per finished run: its identifying columns, ``extras`` and its results."""
     rows = []
@@ -150,6 +161,7 @@ def results_rows(runs: Sequence[Run], extras: Sequence[str]) -> list[dict[str, A
             mean_detection_precision=_mean_defined(run.rounds, "detection_precision"),
             mean_detection_recall=_mean_defined(run.rounds, "detection_recall"),
             mean_detection_fpr=_mean_defined(run.rounds, "detection_fpr"),
+            backdoor_lifespan=_lifespan(summary.get("backdoor_lifespan")),
             wall_seconds=_float(summary.get("wall_seconds")),
             config_digest=summary.get("config_digest"),
         )
@@ -309,6 +321,7 @@ class Report:
     precision: dict[Point, Cell]  # detection precision, mean over rounds
     recall: dict[Point, Cell]  # detection recall, mean over rounds
     fpr: dict[Point, Cell]  # benign clients flagged, mean over rounds
+    lifespan: dict[Point, Cell]  # rounds a backdoor outlived its attack
     curves: dict[Point, dict[int, Cell]]
     duplicates: list[tuple[str, str]]
     shared: dict[str, Any]

@@ -96,6 +96,15 @@ def write_run(
             "best_round": rounds,
             "final_loss": 1.0,
             "final_attack_success_rate": asr,
+            # a backdoor that outlived its stop by seed + 1 rounds
+            "backdoor_lifespan": None
+            if asr is None
+            else {
+                "stop_round": 1,
+                "threshold": 0.5,
+                "rounds": cfg["seed"] + 1,
+                "at_least": None,
+            },
             "wall_seconds": 1.5,
             "config_digest": f"digest-{run.name}-{run.parent.name}",
             "seed": cfg["seed"],
@@ -196,7 +205,7 @@ def test_results_csv_has_one_row_per_finished_run_with_values(sweep: dict[str, A
         "malicious_fraction", "num_clients", "clients_per_round", "num_rounds", "seed",
         "final_accuracy", "best_accuracy", "best_round", "final_attack_success_rate",
         "mean_detection_precision", "mean_detection_recall", "mean_detection_fpr",
-        "wall_seconds", "config_digest",
+        "backdoor_lifespan", "wall_seconds", "config_digest",
     ]  # fmt: skip
     assert len(rows) == len(RULES) * len(FRACTIONS) * len(SEEDS) * len(ATTACKS)
     by_run = {row["run"]: row for row in rows}
@@ -248,6 +257,9 @@ def test_report_md_gives_mean_std_and_n_per_cell(sweep: dict[str, Any]) -> None:
     rates = [success(0.2, s) for s in SEEDS]
     rate = f"{statistics.fmean(rates):.3f} ± {statistics.stdev(rates):.3f} (n=2)"
     assert "Attack success rate" in backdoor and rate in backdoor
+    lifespan = backdoor.split("**Backdoor lifespan")[1].split("**")[1]
+    assert "| `fedavg` | 1.500 ± 0.707 (n=2) | 1.500 ± 0.707 (n=2) |" in lifespan  # 1, 2
+    assert "Backdoor lifespan" not in section
     assert f"`oleander-report {sweep['root']} --out {sweep['out']}`" in text
 
 
