@@ -103,6 +103,10 @@ class MLP(nn.Module):
         Number of output logits.
     hidden : Sequence[int] (default: (64,))
         Width of each hidden layer; empty gives logistic regression.
+    batch_norm : bool (default: False)
+        A ``BatchNorm1d`` after each hidden ``Linear``: a model with buffers (running
+        mean and variance, a batch counter), which travel and are aggregated with the
+        weights (the README's threat-model policy on buffers).
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class MLP(nn.Module):
         input_shape: Sequence[int],
         num_classes: int,
         hidden: Sequence[int] = (64,),
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         self.check_input(input_shape)
@@ -124,8 +129,11 @@ class MLP(nn.Module):
         self.hidden = widths
         layers: list[nn.Module] = [nn.Flatten(start_dim=1)]
         fan_in = math.prod(shape)
+        if not isinstance(batch_norm, bool):
+            raise ValueError(f"model=mlp needs batch_norm true or false, got {batch_norm!r}")
         for width in widths:
-            layers += [nn.Linear(fan_in, width), nn.ReLU()]
+            norm = [nn.BatchNorm1d(width)] if batch_norm else []
+            layers += [nn.Linear(fan_in, width), *norm, nn.ReLU()]
             fan_in = width
         layers.append(nn.Linear(fan_in, num_classes))
         self.net = nn.Sequential(*layers)

@@ -97,6 +97,7 @@ class ModelSchema(PartialSchema):
 @dataclass
 class MLPSchema(ModelSchema):
     hidden: list[int] = field(default_factory=lambda: [64])
+    batch_norm: bool = False
 
 
 @dataclass
