@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
 import json
 import re
@@ -370,11 +371,13 @@ def _check_attack(cfg: DictConfig, threat: ThreatModel, dataset: Any) -> None:
 
     A colluding attack is called by the real ``Adversary`` on a seeded random
     ``(clients_per_round, 8)`` matrix with the configured share of attackers, so a bad
-    parameter fails here, in one line, and not silently in every round. A poisoning must
-    fit the data set's classes and images.
+    parameter fails here, in one line, and not silently in every round; an attack that
+    searches against the defence (``defend``) is given the run's defence, built for the
+    stand-in rows. A poisoning must fit the data set's classes and images.
     """
     from simulator.adversary import Adversary
     from simulator.components import attack_site
+    from strategies.pipeline import accepts
 
     attack = _build("attack", cfg.attack)
     site = attack_site(attack)
@@ -397,8 +400,15 @@ def _check_attack(cfg: DictConfig, threat: ThreatModel, dataset: Any) -> None:
                 threat, knowledge=seen, malicious_clients=tuple(range(attackers))
             )
             updates = torch.randn(rows, 8, generator=torch.Generator().manual_seed(0))
+            extra = (
+                {"defend": _stand_in_defence(cfg, threat, rows)}
+                if accepts(attack, "defend")
+                else {}
+            )
             try:
-                Adversary(attack, stand_in, seed=0)(updates, list(range(rows)), server_round=1)
+                Adversary(attack, stand_in, seed=0)(
+                    updates, list(range(rows)), server_round=1, **extra
+                )
             except (ValueError, TypeError) as error:
                 raise ConfigError(
                     _attack_error(cfg, error, attackers, rows), combination=combination
@@ -407,6 +417,22 @@ def _check_attack(cfg: DictConfig, threat: ThreatModel, dataset: Any) -> None:
         _checked("attack", attack.check_classes, num_classes=dataset.num_classes)
         if hasattr(attack, "check_shape"):
             _checked("attack", attack.check_shape, input_shape=dataset.input_shape)
+
+
+def _stand_in_defence(cfg: DictConfig, threat: ThreatModel, rows: int) -> Any:
+    """The run's defence as ``defend`` for ``rows`` stand-in updates of 8 values (its
+    checks ran before: ``_check_defence``)."""
+    from simulator.components import build_defence
+
+    inputs: dict[str, Any] = {}
+    if cfg.strategy.root_size >= 1:
+        inputs["server_update"] = lambda server_round, global_model: torch.ones(8)
+    seeded = lambda kind, server_round: torch.Generator().manual_seed(0)  # noqa: E731
+    defence = build_defence(cfg, threat, inputs, seeded)
+    return functools.partial(
+        defence.preview, client_ids=list(range(rows)), server_round=1,
+        num_examples=[1] * rows, global_model=torch.zeros(8),
+    )  # fmt: skip
 
 
 def _attack_error(cfg: DictConfig, error: Exception, attackers: int, n: int) -> str:
