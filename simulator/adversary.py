@@ -5,7 +5,9 @@ a search against the rule), so they are computed on the server side, after every
 sampled client has trained honestly and before the aggregation rule runs, as in the
 threat models of Fang et al. 2020, Baruch et al. 2019 and Shejwalkar & Houmansadr 2021.
 ``knowledge`` says what the adversary sees: ``partial``, only its own clients' honest
-updates; ``full``, the updates of every benign client of the round.
+updates; ``full``, the updates of every benign client of the round. With full knowledge an
+attack that takes ``defend`` (the AGR-tailored attack) may also run the round's defence on
+candidate rows without changing its state (``Defence.preview``).
 
 Fake clients (``fake_clients=K``) are attackers too, but hold no data: their rows arrive
 as zero updates (the global model sent back), so they add nothing to what the adversary
@@ -21,9 +23,10 @@ from typing import Any
 
 import torch
 
+from clients.attacks.tailored import Verdict
 from simulator.seeding import Stream, torch_generator
 from simulator.threat import ThreatModel
-from strategies.pipeline import accepts, call_with_available
+from strategies.pipeline import Outcome, accepts, call_with_available
 
 
 class NoKnowledge(ValueError):
@@ -71,11 +74,15 @@ class Adversary:
         server_round: int,
         *,
         global_model: torch.Tensor | None = None,
+        defend: Callable[[torch.Tensor], Outcome] | None = None,
     ) -> torch.Tensor:
         """A new ``(n, d)`` matrix whose malicious rows are crafted; the input is not changed.
 
         ``global_model``: the round's global model as one flat vector, for an attack that
-        takes it (MPAF).
+        takes it (MPAF). ``defend(matrix)``, when given, is the round's defence run without
+        keeping state on an ``(n, d)`` matrix in the round's row order
+        (``Defence.preview``); an attack that takes ``defend`` gets it, with full knowledge
+        only, as a function of its ``(f, d)`` crafted rows (``_crafted_view``).
         """
         bad = [i for i, c in enumerate(client_ids) if c in self.malicious]
         if not bad or not self.window(server_round):  # outside the window: honest rows
@@ -96,6 +103,8 @@ class Adversary:
         for key, compute in self.inputs.items():
             value = compute(server_round, global_model)
             available[key] = value.to(updates.device, updates.dtype)
+        if defend is not None and self.knowledge == "full" and accepts(self.craft, "defend"):
+            available["defend"] = _crafted_view(defend, updates, bad, client_ids)
         try:
             crafted = call_with_available(
                 self.craft, benign, num_malicious=len(bad), num_clients=len(client_ids),
@@ -115,3 +124,25 @@ class Adversary:
         result = updates.clone()
         result[bad] = crafted.to(result.dtype)
         return result
+
+
+def _crafted_view(
+    defend: Callable[[torch.Tensor], Outcome],
+    updates: torch.Tensor,
+    bad: list[int],
+    client_ids: Sequence[int],
+) -> Callable[[torch.Tensor], Verdict]:
+    """``defend`` as an attack sees it: crafted ``(f, d)`` rows in, in the attackers' places
+    of the round's matrix; out, the ``Verdict`` on those rows (their shares and flags)."""
+    ids = [int(client_ids[i]) for i in bad]
+
+    def view(crafted: torch.Tensor) -> Verdict:
+        matrix = updates.clone()  # shape: (n, d)
+        matrix[bad] = crafted.to(matrix.dtype)
+        outcome = defend(matrix)
+        weights = None if outcome.weights is None else outcome.weights[bad]
+        flagged = torch.tensor([c in outcome.flagged for c in ids], dtype=torch.bool)
+        aggregate = outcome.aggregate if outcome.step is not None else None
+        return Verdict(aggregate=aggregate, weights=weights, flagged=flagged)
+
+    return view

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
 import json
 import re
@@ -423,11 +424,13 @@ def _check_attack(cfg: DictConfig, threat: ThreatModel, dataset: Any) -> None:
 
     A colluding attack is called by the real ``Adversary`` on a seeded random
     ``(clients_per_round, 8)`` matrix with the configured share of attackers, so a bad
-    parameter fails here, in one line, and not silently in every round. A poisoning must
-    fit the data set's classes and images.
+    parameter fails here, in one line, and not silently in every round; an attack that
+    searches against the defence (``defend``) is given the run's defence, built for the
+    stand-in rows. A poisoning must fit the data set's classes and images.
     """
     from simulator.adversary import Adversary, NoKnowledge
     from simulator.components import attack_site
+    from strategies.pipeline import accepts
 
     attack = _build("attack", cfg.attack)
     site = attack_site(attack)
@@ -466,8 +469,16 @@ def _check_attack(cfg: DictConfig, threat: ThreatModel, dataset: Any) -> None:
             # MPAF's w' and w_t: any vectors of the stand-in's width.
             inputs = {"base_model": lambda server_round, global_model: torch.ones(8)}
             adversary = Adversary(attack, stand_in, seed=0, inputs=inputs)
+            extra = (
+                {"defend": _stand_in_defence(cfg, threat, rows)}
+                if accepts(attack, "defend")
+                else {}
+            )
             try:
-                adversary(updates, list(range(rows)), server_round=1, global_model=torch.zeros(8))
+                adversary(
+                    updates, list(range(rows)), server_round=1, global_model=torch.zeros(8),
+                    **extra,
+                )  # fmt: skip
             except NoKnowledge:
                 pass  # fake clients alone under partial knowledge: recorded per round
             except (ValueError, TypeError) as error:
@@ -478,6 +489,22 @@ def _check_attack(cfg: DictConfig, threat: ThreatModel, dataset: Any) -> None:
         _checked("attack", attack.check_classes, num_classes=dataset.num_classes)
         if hasattr(attack, "check_shape"):
             _checked("attack", attack.check_shape, input_shape=dataset.input_shape)
+
+
+def _stand_in_defence(cfg: DictConfig, threat: ThreatModel, rows: int) -> Any:
+    """The run's defence as ``defend`` for ``rows`` stand-in updates of 8 values (its
+    checks ran before: ``_check_defence``)."""
+    from simulator.components import build_defence
+
+    inputs: dict[str, Any] = {}
+    if cfg.strategy.root_size >= 1:
+        inputs["server_update"] = lambda server_round, global_model: torch.ones(8)
+    seeded = lambda kind, server_round: torch.Generator().manual_seed(0)  # noqa: E731
+    defence = build_defence(cfg, threat, inputs, seeded)
+    return functools.partial(
+        defence.preview, client_ids=list(range(rows)), server_round=1,
+        num_examples=[1] * rows, global_model=torch.zeros(8),
+    )  # fmt: skip
 
 
 def _attack_error(cfg: DictConfig, error: Exception, attackers: int, n: int) -> str:

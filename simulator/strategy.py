@@ -10,6 +10,7 @@ a defence remembers lives in the defence's own state, saved in the checkpoint.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from logging import DEBUG, INFO
@@ -26,7 +27,7 @@ from simulator.protocol import TRAIN_LOSS, train_content
 from simulator.replies import RoundUpdates, unpack_train_replies
 from simulator.results import RoundObserver, RoundReport
 from simulator.seeding import Stream, numpy_generator
-from strategies.pipeline import Defence
+from strategies.pipeline import Defence, accepts
 
 # (updates, client ids, round, global_model=flat global vector) -> updates
 Adversary = Callable[..., torch.Tensor]
@@ -57,7 +58,9 @@ class OleanderStrategy(FedAvg):
         The colluding adversary (``simulator.adversary.Adversary``): given the round's
         ``(n, d)`` updates, their client ids, the round and the ``global_model`` keyword
         (the flat global vector), returns the matrix with its clients' rows crafted. It
-        runs after the replies are checked, before the defence.
+        runs after the replies are checked, before the defence. One that takes ``defend``
+        is given the round's defence as a dry run (``Defence.preview`` with this round's
+        inputs, on an ``(n, d)`` matrix in the round's row order).
     observer : RoundObserver | None (default: None)
         Told when each round starts and what its aggregation did.
     device : str (default: "cpu")
@@ -174,12 +177,25 @@ class OleanderStrategy(FedAvg):
     def _attack(
         self, received: RoundUpdates, report: RoundReport, global_vector: torch.Tensor
     ) -> None:
-        """Let the colluding adversary rewrite its rows; its failures are recorded, not fatal."""
+        """Let the colluding adversary rewrite its rows; its failures are recorded, not fatal.
+
+        An adversary that takes ``defend`` may run this round's defence on candidate rows
+        (``Defence.preview``: the same inputs and generators as the round, no state kept).
+        """
         assert self.adversary is not None
+        extra: dict[str, Any] = {}
+        if accepts(self.adversary, "defend"):
+            extra["defend"] = functools.partial(
+                self.defence.preview,
+                client_ids=received.client_ids,
+                server_round=report.server_round,
+                num_examples=received.num_examples,
+                global_model=global_vector,
+            )
         try:
             received.updates = self.adversary(
                 received.updates, received.client_ids, report.server_round,
-                global_model=global_vector,
+                global_model=global_vector, **extra,
             )  # fmt: skip
         except Exception as error:  # a failing attack is recorded, never a crash
             log(DEBUG, "attack failed in round %d", report.server_round, exc_info=True)

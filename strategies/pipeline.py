@@ -21,7 +21,9 @@ only when a stage asks for it), and their own ``state`` across rounds
 (``strategies.state``). The defence offers
 everything it has; each stage receives only the keywords its signature names, so a new
 stage needs no change here or in the Flower adapter. Detection runs before mixing because
-it judges clients: a mixed row belongs to no single client.
+it judges clients: a mixed row belongs to no single client. ``Defence.preview`` runs the
+same stages without keeping any state: a dry run for an adversary that searches against the
+defence.
 """
 
 from __future__ import annotations
@@ -246,6 +248,8 @@ class Defence:
         self.generator = generator
         self.name = name
         self.state = DefenceState()
+        # ((round, id of the global model), inputs computed, the model) for ``preview``.
+        self._preview_inputs: tuple[tuple[int, int] | None, dict[str, Any], Any] = (None, {}, None)
         self._stages = dict(self.stages())
         self._keeps_aggregate = any(
             accepts(stage, "previous_aggregate") for stage in self._stages.values()
@@ -283,10 +287,58 @@ class Defence:
         non-finite aggregate keep the global model, with a note naming the stage; the state
         written in the round is then discarded.
         """
+        return self._run(
+            updates, client_ids, server_round, num_examples, global_model, {}, commit=True
+        )
+
+    def preview(
+        self,
+        updates: torch.Tensor,
+        client_ids: Sequence[int],
+        *,
+        server_round: int,
+        num_examples: Sequence[int] | None = None,
+        global_model: torch.Tensor | None = None,
+    ) -> Outcome:
+        """What ``__call__`` would return for these updates, without keeping any state.
+
+        A dry run for an adversary that searches against the defence (the AGR-tailored
+        attack): every stage runs as in the round, with the state as it stands and the
+        generators the round will use (``generator(kind, server_round)`` is drawn afresh for
+        each run, so a preview and the round see the same draws), and every state write is
+        discarded, the last aggregate included. The run's further inputs (FLTrust's
+        ``server_update``) are computed once per round and global model for all previews
+        (the object ``global_model``, by identity); the round itself computes its own.
+        """
+        key = (server_round, id(global_model))
+        if self._preview_inputs[0] != key:
+            # Keep the model itself alive with its id, so the id cannot be reused.
+            self._preview_inputs = (key, {}, global_model)
+        return self._run(
+            updates,
+            client_ids,
+            server_round,
+            num_examples,
+            global_model,
+            self._preview_inputs[1],
+            commit=False,
+        )
+
+    def _run(
+        self,
+        updates: torch.Tensor,
+        client_ids: Sequence[int],
+        server_round: int,
+        num_examples: Sequence[int] | None,
+        global_model: torch.Tensor | None,
+        lazy: dict[str, Any],
+        *,
+        commit: bool,
+    ) -> Outcome:
+        """One pass of the stages; the state written is kept only when ``commit``."""
         n = updates.shape[0]
         kept = list(range(n))
         flagged: dict[int, str] = {}
-        lazy: dict[str, Any] = {}
         generators: dict[str, torch.Generator] = {}
         current = ""  # the stage running, for the note when it fails
 
@@ -348,9 +400,12 @@ class Defence:
             return Outcome(
                 step=None, flagged=flagged, reason=str(error), name=self.name, stage=current
             )
-        if self._keeps_aggregate:
-            self.state.stage(PIPELINE).set("aggregate", result.update.detach())
-        self.state.commit()
+        if not commit:
+            self.state.discard()
+        else:
+            if self._keeps_aggregate:
+                self.state.stage(PIPELINE).set("aggregate", result.update.detach())
+            self.state.commit()
         weights = result.weights
         if weights is not None and len(kept) < n:
             full = torch.zeros(n, dtype=weights.dtype, device=weights.device)

@@ -4,7 +4,10 @@ Contract: ``attack(benign, num_malicious, num_clients, *, own=None, **params)`` 
 ``benign``, a float tensor ``(k, d)`` of the updates the adversary knows (partial
 knowledge: its own clients' honest updates; full: every benign update of the round) and
 returns ``(num_malicious, d)`` crafted updates, never mutating its inputs. Randomness
-comes only from a ``generator`` keyword.
+comes only from a ``generator`` keyword. An attack that searches against the defence
+(``tailored``) takes a ``defend`` keyword: crafted ``(num_malicious, d)`` rows in, the
+defence's ``Verdict`` on them out (``simulator.adversary`` passes the run's own defence,
+run without keeping state).
 """
 
 from clients.attacks.alie import alie, alie_z
@@ -18,14 +21,27 @@ from clients.attacks.fang import (
     fang_trimmed_mean_intervals,
 )
 from clients.attacks.ipm import ipm
+from clients.attacks.mimic import mimic, mimic_choice
 from clients.attacks.minmax import halving_search, minmax, minmax_gamma, minsum, minsum_gamma
 from clients.attacks.mpaf import mpaf
+from clients.attacks.tailored import (
+    DIRECTIONS,
+    TailoredSearch,
+    Verdict,
+    defend_with,
+    tailored,
+    tailored_search,
+)
 
 __all__ = [
+    "DIRECTIONS",
     "KNOWLEDGE",
     "FangKrumSearch",
+    "TailoredSearch",
+    "Verdict",
     "alie",
     "alie_z",
+    "defend_with",
     "fang_krum",
     "fang_krum_lambda_bound",
     "fang_krum_search",
@@ -34,6 +50,8 @@ __all__ = [
     "gaussian",
     "halving_search",
     "ipm",
+    "mimic",
+    "mimic_choice",
     "minmax",
     "minmax_gamma",
     "minsum",
@@ -42,4 +60,6 @@ __all__ = [
     "nan",
     "scaling",
     "sign_flip",
+    "tailored",
+    "tailored_search",
 ]
