@@ -17,7 +17,7 @@ from torch import nn
 
 from clients.checks import is_int, is_real
 
-__all__ = ["TrainConfig", "evaluate", "train"]
+__all__ = ["StepHook", "TrainConfig", "evaluate", "train"]
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,7 @@ def _batches(n: int, config: TrainConfig, generator: torch.Generator) -> list[to
     return list(stream[: config.local_steps * size].split(size))
 
 
-BatchTransform = Callable[
-    [torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]
-]
+StepHook = Callable[[nn.Module], None]
 
 
 def train(
@@ -105,7 +103,7 @@ def train(
     config: TrainConfig,
     generator: torch.Generator,
     device: torch.device | str = "cpu",
-    batch_transform: BatchTransform | None = None,
+    after_step: StepHook | None = None,
 ) -> dict[str, float]:
     """Plain minibatch SGD on ``(x, y)``, in place on ``model`` (already on ``device``).
 
@@ -127,10 +125,11 @@ def train(
         CPU generator that draws the minibatch order, and nothing else.
     device : torch.device | str (default: "cpu")
         Where the batches are moved.
-    batch_transform : BatchTransform | None (default: None)
-        ``(x, y, generator) -> (x, y)`` applied to every minibatch before the step (a
-        backdoor stamps its trigger here); it draws from ``generator`` after the batch
-        order, so honest clients' batches do not change.
+    after_step : StepHook | None (default: None)
+        Called with ``model`` after every optimiser step, under ``torch.no_grad``: a
+        projection of the weights (a norm-constrained backdoor projects onto a ball around
+        the global model; Neurotoxin resets its masked coordinates). It may change the
+        weights in place and nothing else.
 
     Returns
     -------
@@ -152,12 +151,13 @@ def train(
             # Indexing copies, so the shared x and y are only read.
             xb = x[idx].to(device)  # shape: (b, C, H, W)
             yb = y[idx].to(device=device, dtype=torch.long)  # shape: (b,)
-            if batch_transform is not None:
-                xb, yb = batch_transform(xb, yb, generator)
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(xb), yb)
             loss.backward()
             optimizer.step()
+            if after_step is not None:
+                with torch.no_grad():
+                    after_step(model)
             total_loss += loss.item()
     finally:
         model.eval()

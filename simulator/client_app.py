@@ -40,6 +40,9 @@ from simulator.seeding import Stream, numpy_generator, torch_generator
 from simulator.threat import ThreatModel
 
 log = logging.getLogger("oleander")
+# Context.state key of the global model a malicious client received at its last
+# participation (Neurotoxin's previous global model).
+PREVIOUS_GLOBAL = "oleander.previous_global"
 
 
 @dataclass(frozen=True)
@@ -251,10 +254,24 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> Oleander
         data = federation.client_data(client)
         model.load_state_dict(sent)
         generator = torch_generator(spec.seed, Stream.TRAIN, server_round, client)
-        x, y, poison = data.x, data.y, None
+        x, y, poison, after_step = data.x, data.y, None, None
         if spec.poisons(client, server_round):
             poison = _poisoning(json.dumps(spec.poison, sort_keys=True))
-            x, y = poison.poison_data(x, y, federation.data.num_classes)
+            train_set = federation.data.train
+            poison.prepare(train_set.x, train_set.y, torch_generator(spec.seed, Stream.EDGE_CASE))
+            x, y = poison.poison_data(
+                x,
+                y,
+                federation.data.num_classes,
+                rank=spec.threat.malicious_clients.index(client),
+                generator=torch_generator(spec.seed, Stream.POISON, client),
+            )
+            previous = None
+            if poison.needs_previous_global:
+                # Node state, kept by Flower's runtimes (and the inline engine) across rounds.
+                kept = context.state.get(PREVIOUS_GLOBAL)
+                previous = kept.to_torch_state_dict() if isinstance(kept, ArrayRecord) else None
+            after_step = poison.step_hook(model, sent, previous)
         stats = train(
             model,
             x,
@@ -262,12 +279,14 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> Oleander
             protocol.parse_train_config(config),
             generator,
             spec.device,
-            batch_transform=None if poison is None else poison.poison_batch,
+            after_step=after_step,
         )
+        if poison is not None and poison.needs_previous_global:
+            context.state[PREVIOUS_GLOBAL] = arrays  # after training: a failed task keeps none
         state = model.state_dict()
         if poison is not None and poison.boost != 1:
             # Model replacement: send global + boost * (trained - global).
             state = {k: sent[k] + poison.boost * (v.cpu() - sent[k]) for k, v in state.items()}
-        return protocol.train_reply(message, state, len(data.y), stats["train_loss"])
+        return protocol.train_reply(message, state, len(y), stats["train_loss"])
 
     return app

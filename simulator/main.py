@@ -94,7 +94,7 @@ def simulate(
     from simulator.models import build_model
     from simulator.progress import RoundProgress
     from simulator.results import RunRecorder, backdoor_lifespan
-    from simulator.seeding import Stream, derive_seed
+    from simulator.seeding import Stream, derive_seed, torch_generator
     from simulator.server_app import Checkpointer, ServerPlan, make_server_app, root_update_fn
     from simulator.strategy import OleanderStrategy
 
@@ -119,6 +119,13 @@ def simulate(
     attack = build("attack", cfg.attack)
     threat = threat_model(cfg)
     poisoning = attack if threat.site == "client" else None
+    if poisoning is not None:  # what the clients derive too (edge-case examples)
+        try:
+            poisoning.prepare(
+                data.train.x, data.train.y, torch_generator(cfg.seed, Stream.EDGE_CASE)
+            )
+        except ValueError as error:  # "key=value: constraint", found only with the data
+            raise ConfigError(f"attack.{error}") from None
     client_spec = ClientSpec(
         federation=spec,
         model=own_parameters("model", container["model"]),

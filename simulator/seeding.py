@@ -19,7 +19,7 @@ class Stream(IntEnum):
 
     SAMPLING = 1  # (round): the clients sampled each round
     PARTITION = 2  # the partitioner's own seed; (1): the shuffle of the client pool
-    TRAIN = 3  # (round, client): a client's minibatch order and its poisoned examples
+    TRAIN = 3  # (round, client): a client's minibatch order
     MODEL = 4  # the initial model's weights
     AGGREGATION = 5  # (round): randomness of pre-aggregation and rules (bucketing's shuffle)
     ROOT = 6  # FLTrust's root set, drawn from the training data
@@ -28,7 +28,9 @@ class Stream(IntEnum):
     ATTACK = 9  # (round): randomness of a colluding attack
     FAULT = 10  # (round, client): injected client failures
     DETECTION = 11  # (round): randomness of detectors
-    BASE_MODEL = 12  # the attacker's base model (MPAF's w': a fresh initialisation)
+    POISON = 12  # (client): the examples a malicious client poisons, chosen once per run
+    EDGE_CASE = 13  # the edge-case examples' split into attacker and held-out parts
+    BASE_MODEL = 14  # the attacker's base model (MPAF's w': a fresh initialisation)
     # Streams inside data loading and partitioning, keyed by the crc32 of a name so that
     # they never meet the small integers above.
     DIGITS_SPLIT = 4137451541  # crc32("data.digits.split")

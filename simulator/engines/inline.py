@@ -144,9 +144,18 @@ def _worker_init(factory: Callable[[], ClientApp], threads: int, cohort: str) ->
     _WORKER_COHORT = cohort
 
 
-def _worker_handle(batch: list[tuple[Message, Context]]) -> list[Message]:
+def _worker_handle(
+    batch: list[tuple[Message, Context]],
+) -> list[tuple[Message, int, RecordDict]]:
+    """Replies, each with its node and that node's ``Context.state`` after the task: the
+    contexts here are copies, so node state (a client's memory across rounds) goes back
+    to the grid, as Flower's Simulation Runtime stores the context a task returns."""
     assert _WORKER_APP is not None
-    return _serve(_WORKER_APP, batch, _WORKER_COHORT)
+    replies = _serve(_WORKER_APP, batch, _WORKER_COHORT)
+    return [
+        (reply, context.node_id, context.state)
+        for reply, (_, context) in zip(replies, batch, strict=True)
+    ]
 
 
 class InlineGrid(Grid):
@@ -252,9 +261,12 @@ class InlineGrid(Grid):
         chunks = [c for c in (batch[i :: self.workers] for i in range(self.workers)) if c]
         for attempt in range(MAX_POOL_RESTARTS + 1):
             try:
-                return [
-                    reply for result in self._pool.map(_worker_handle, chunks) for reply in result
+                results = [
+                    item for result in self._pool.map(_worker_handle, chunks) for item in result
                 ]
+                for _, node, state in results:
+                    self._contexts[node].state = state
+                return [reply for reply, _, _ in results]
             except BrokenProcessPool:
                 # A worker died (killed, out of memory): replace the pool, rerun the batch.
                 # Client tasks are pure functions of the message, so rerunning is exact.

@@ -67,18 +67,17 @@ def test_trigger_that_does_not_fit_is_refused() -> None:
         Backdoor(size=3, position=(6, 6)).check_shape((1, 8, 8))
 
 
-def test_poison_batch_stamps_and_relabels_the_configured_share() -> None:
+def test_poison_data_stamps_and_relabels_the_configured_share() -> None:
     backdoor = Backdoor(target_label=0, poison_fraction=0.25, size=1, position=(0, 0))
     x = torch.full((8, 1, 4, 4), 0.5)
     y = torch.full((8,), 3)
-    generator = torch.Generator().manual_seed(0)
-    px, py = backdoor.poison_batch(x, y, generator)
+    px, py = backdoor.poison_data(x, y, 10, generator=torch.Generator().manual_seed(0))
     poisoned = py == 0
     assert int(poisoned.sum()) == 2  # ceil(0.25 * 8)
     assert (px[poisoned, 0, 0, 0] == 1.0).all()
     assert (px[~poisoned, 0, 0, 0] == 0.5).all()
     assert (y == 3).all() and (x == 0.5).all(), "inputs unchanged"
-    again = backdoor.poison_batch(x, y, torch.Generator().manual_seed(0))
+    again = backdoor.poison_data(x, y, 10, generator=torch.Generator().manual_seed(0))
     assert torch.equal(again[1], py)
 
 

@@ -93,7 +93,8 @@ def test_every_attack_entry_builds_where_it_runs(entry: str) -> None:
     assert cfg.attack.name == entry
     site = attack_site(build("attack", cfg.attack))
     assert site == ("none" if entry == "none" else site)
-    assert (site == "client") == (entry in ("label_flip", "backdoor"))
+    client_side = ("label_flip", "backdoor", "dba", "neurotoxin", "edge_case")
+    assert (site == "client") == (entry in client_side)
 
 
 @pytest.mark.parametrize(

@@ -116,6 +116,8 @@ def test_rlr_keeps_the_backdoor_out_where_fedavg_lets_it_in(tmp_path: Path) -> N
     # reach. Measured with the paper's threshold 4 instead: success 0.14-0.32 over 8
     # rounds (FedAvg 0.46-0.83), slowed but growing.
     rlr, accuracy = _success(tmp_path / "rlr", "strategy=rlr", "strategy.threshold=6")
-    assert min(fedavg) > 0.4, fedavg  # measured 0.46-0.79
-    assert max(rlr) < 0.05, rlr  # measured 0.0 every round
+    assert min(fedavg) > 0.4, fedavg  # measured 0.43-0.82
+    # Measured 0.057 in round 1, then 0.0 (0.0 throughout while the poisoned examples
+    # were redrawn every minibatch; chosen once per run, they agree more in round 1).
+    assert max(rlr) < 0.1 and max(rlr[1:]) < 0.01, rlr
     assert accuracy > 0.85  # the main task still learns (measured 0.92; FedAvg 0.92)
