@@ -39,6 +39,21 @@ FAKE_REPLY = (
 )
 
 
+# What every run's attackers can and cannot do, stated in summary.json (README: "Policies").
+POLICIES = {
+    "poisoned_examples": "chosen once per run for each malicious client, seeded by (seed, "
+    "client); the same examples are poisoned every round",
+    "knowledge": "a colluding adversary with full knowledge sees the benign updates of this "
+    "round's sampled clients only, never a stale update of a client not sampled",
+    "not_sampled": "an attacker not sampled in a round does nothing that round; the attack "
+    "success rate is measured every round and rounds.csv counts the attackers sampled",
+    "buffers": "everything in the model's state_dict is part of the update the defence sees "
+    "and aggregates, batch-norm running statistics included; integer buffers are "
+    "aggregated as floats and cast back",
+    "window": "attackers attack in rounds start_round..stop_round and train honestly outside",
+}
+
+
 def count_for(fraction: float, n: int) -> int:
     """``round_half_up(fraction * n)``: 0.25 of 10 is 3 (2.5 rounds up), 0.2 of 10 is 2."""
     # The small epsilon keeps products such as 0.15 * 10 = 1.4999999999999998 exact.
@@ -223,4 +238,5 @@ class ThreatModel:
         record = dataclasses.asdict(self)
         record["malicious_clients"] = list(self.malicious_clients)
         record["fake_client_ids"] = list(self.fake_client_ids)
+        record["policies"] = dict(POLICIES)
         return record

@@ -3,7 +3,7 @@
 Each config runs 5 rounds on digits. Together they cover every rule, every detector,
 every attack family (colluding attacks, data poisoning, non-finite updates),
 pre-aggregation, client sampling, injected faults, both knowledge levels, example
-weighting and the backdoor metric.
+weighting, the backdoor metric, the attack window and fake clients.
 
 Record (only when a change is meant to alter results, in the same commit that says so)::
 
@@ -112,6 +112,24 @@ CONFIGS: dict[str, tuple[str, ...]] = {
     ),
     "multikrum_by_examples_dirichlet": (
         "strategy=multikrum", "strategy.weighting=examples", "partition=dirichlet",
+    ),
+    # The second wave of attacks (issue 13), on a non-IID split.
+    "fedavg_dba_bias": ("attack=dba", "malicious_fraction=0.2", "partition=bias"),
+    "median_neurotoxin": ("strategy=median", "attack=neurotoxin", "malicious_fraction=0.2",
+                          "attack.top_k_percent=5"),
+    "norm_bound_pgd_backdoor_window": (
+        "strategy=norm_bound", "attack=backdoor", "attack.project_norm=0.5",
+        "malicious_fraction=0.2", "attack.start_round=2", "attack.stop_round=4",
+    ),
+    "fedavg_edge_case": ("attack=edge_case", "malicious_fraction=0.2"),
+    "centered_clipping_mimic_bias": (
+        "strategy=centered_clipping", "attack=mimic", "malicious_fraction=0.2",
+        "partition=bias",
+    ),
+    "krum_tailored": ("strategy=krum", "attack=tailored", "malicious_fraction=0.2"),
+    "fltrust_mpaf_fake_clients": (
+        "strategy=fltrust", "attack=mpaf", "fake_clients=2", "clients_per_round=12",
+        "attack.scale=null",
     ),
 }  # fmt: skip
 

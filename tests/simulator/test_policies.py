@@ -49,3 +49,10 @@ def test_full_knowledge_is_this_rounds_benign_updates_only(tmp_path: Path) -> No
     calls = [(seen, bad) for seen, bad, d in CALLS if d > 8]
     assert calls == expected
     assert all(seen <= 4 - bad for seen, bad in calls)
+
+
+def test_the_policies_are_stated_in_the_summary(tmp_path: Path) -> None:
+    summary = simulate(compose_config("num_rounds=1", "progress=false"), tmp_path)
+    policies = summary["threat_model"]["policies"]
+    assert set(policies) == {"poisoned_examples", "knowledge", "not_sampled", "buffers", "window"}
+    assert "once per run" in policies["poisoned_examples"]

@@ -62,7 +62,7 @@ def test_summary_is_the_threat_model_as_is_and_json_ready() -> None:
     summary = threat.summary()
     assert json.loads(json.dumps(summary)) == summary
     assert summary["malicious_clients"] == list(threat.malicious_clients)
-    assert {f.name for f in dataclasses.fields(ThreatModel)} == set(summary)
+    assert {f.name for f in dataclasses.fields(ThreatModel)} | {"policies"} == set(summary)
     assert summary["fake_clients"] == 0 and summary["rounding"].startswith("round half up")
 
 
