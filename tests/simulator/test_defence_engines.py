@@ -1,12 +1,16 @@
-"""Every defence of the second wave runs from the command line on both engines, with the
-same numbers: Ray's runtime and the inline engine run the same ServerApp, ClientApp and
+"""Every defence of the second wave, and the attacks of the second wave that take their own
+paths through a run, run from the command line on both engines with the same numbers:
+Ray's runtime and the inline engine run the same ServerApp, ClientApp, adversary and
 defence state, one client at a time (``engine.cohort=never`` on the inline side).
 
-The defences are paired so that four runs per engine cover every kind: a rule that keeps
-state behind a detector that keeps state, a paper's own detection (FLAME's) behind another
-detector, a stateful rule behind a randomised detector, a stateless rule behind FLAME's
-detection. The strategy forms of DnC and SignGuard and weak DP's noise reuse those
-pieces (their detectors, the aggregation stream) and run inline in their own tests.
+Four runs per engine cover every kind: a rule that keeps state behind a detector that
+keeps state; a paper's own detection (FLAME's) behind another detector, against
+Neurotoxin (a node's memory in Flower's Context.state); a stateful rule behind a
+randomised detector, against the AGR-tailored attack (dry runs of that defence); a
+stateless rule behind FLAME's detection, against the edge-case backdoor (data the server
+and the clients derive alike). The strategy forms of DnC and SignGuard, weak DP's noise,
+DBA and PGD (Neurotoxin's path) and Mimic (the tailored attack's) reuse those pieces;
+MPAF with fake clients has its own test.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ import pytest
 
 from tests.simulator.test_engines import _assert_close, _metrics, _run
 
-BASE = ("num_rounds=4", "num_clients=10", "progress=false", "attack=sign_flip",
-        "malicious_fraction=0.2")  # fmt: skip
+BASE = ("num_rounds=4", "num_clients=10", "progress=false", "malicious_fraction=0.2")
 PAIRS = {
-    "foolsgold+fldetector": ("strategy=foolsgold", "detect=fldetector", "detect.window=1"),
-    "flame+dnc": ("strategy=flame", "detect=dnc"),
-    "adaptive_clipping+signguard": ("strategy=adaptive_clipping", "detect=signguard"),
-    "rlr+flame": ("strategy=rlr", "detect=flame"),
-}
+    "foolsgold+fldetector": (
+        "strategy=foolsgold", "detect=fldetector", "detect.window=1", "attack=sign_flip",
+    ),
+    "flame+dnc-neurotoxin": ("strategy=flame", "detect=dnc", "attack=neurotoxin"),
+    "adaptive_clipping+signguard-tailored": (
+        "strategy=adaptive_clipping", "detect=signguard", "attack=tailored",
+    ),
+    "rlr+flame-edge_case": ("strategy=rlr", "detect=flame", "attack=edge_case"),
+}  # fmt: skip
 
 
 @pytest.mark.slow
