@@ -287,6 +287,8 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> Oleander
         if poison is not None and poison.boost != 1:
             # Model replacement: send global + boost * (trained - global).
             state = {k: sent[k] + poison.boost * (v.cpu() - sent[k]) for k, v in state.items()}
-        return protocol.train_reply(message, state, len(y), stats["train_loss"])
+        # The client's own example count: poisoning that adds examples (the edge case)
+        # does not let the client claim more (it would weigh more where counts weight).
+        return protocol.train_reply(message, state, len(data.y), stats["train_loss"])
 
     return app

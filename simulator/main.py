@@ -143,6 +143,7 @@ def simulate(
         on_round=progress.update,
         malicious=threat.malicious,
         fake=threat.fake,
+        attacking=threat.active,
     )
     recipe = train_config(cfg)
     server_inputs: dict[str, Any] = {}

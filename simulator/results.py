@@ -137,12 +137,24 @@ def backdoor_lifespan(
     """How long a backdoor outlives its attack (BackFed's lifespan: the rounds from the
     attack's stop until its success rate first falls below ``threshold``).
 
-    None without a stop round or without a success rate after it. ``rounds``: the number
-    of rounds, or None while the rate never fell below the threshold before the run ended
-    (``at_least`` then says how many rounds it survived at least).
+    None without a stop round or without a success rate after it. ``implanted`` False
+    (and no rounds) when the rate was already below the threshold in the stop round: the
+    backdoor never took. ``rounds``: the number of rounds, or None while the rate never
+    fell below the threshold before the run ended (``at_least`` then says how many rounds
+    it survived at least).
     """
     if stop_round is None:
         return None
+    before = [
+        r
+        for r in rounds
+        if 0 < r["round"] <= stop_round
+        and _finite_or_none(r.get("attack_success_rate")) is not None
+    ]
+    if before and before[-1]["attack_success_rate"] < threshold:
+        # below the threshold when the attack stopped: never implanted, nothing to outlive
+        return {"stop_round": stop_round, "threshold": threshold, "implanted": False,
+                "rounds": None, "at_least": None}  # fmt: skip
     after = [
         r
         for r in rounds
@@ -155,6 +167,7 @@ def backdoor_lifespan(
     return {
         "stop_round": stop_round,
         "threshold": threshold,
+        "implanted": True,
         "rounds": None if below is None else below - stop_round,
         "at_least": last - stop_round if below is None else None,
     }
@@ -224,8 +237,12 @@ class RunRecorder:
         on_round: Callable[[int, float], None] | None = None,
         malicious: frozenset[int] = frozenset(),
         fake: frozenset[int] = frozenset(),
+        attacking: Callable[[int], bool] = lambda server_round: True,
     ) -> None:
         self.output_dir = Path(output_dir)
+        # Rounds inside the attack window: outside it nobody attacks, so detection counts
+        # every client as benign there (flags are false alarms).
+        self.attacking = attacking
         # Fake clients are malicious too; they are left out of the round's training loss.
         self.malicious = frozenset(malicious) | frozenset(fake)
         self.fake = frozenset(fake)
@@ -284,7 +301,8 @@ class RunRecorder:
         }
         report = self._pending
         if server_round > 0 and report is not None:
-            precision, recall, fpr = detection(report, self.malicious)
+            attackers = self.malicious if self.attacking(server_round) else frozenset()
+            precision, recall, fpr = detection(report, attackers)
             row.update(
                 malicious_sampled=len(set(report.sampled) & self.malicious),
                 detection_precision=precision,

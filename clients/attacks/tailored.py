@@ -257,7 +257,7 @@ def tailored(
     defend : Callable[[torch.Tensor], Verdict] | None (default: None)
         The defence on the round with ``(f, d)`` crafted rows in the attackers' places
         (``defend_with`` for a plain rule). Required; a run passes its own.
-    direction : str (default: "std")
+    direction : str (default: "sign")
         A key of ``DIRECTIONS``.
     gamma_init : float (default: 10.0)
         > 0; the search covers ``[0, 2 gamma_init)``.

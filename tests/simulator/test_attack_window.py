@@ -73,11 +73,14 @@ def test_lifespan_known_values() -> None:
               enumerate([0.1, 0.9, 1.0, 0.8, 0.6, 0.4, 0.7])]  # fmt: skip
     # stopped after round 2: 0.8 (3), 0.6 (4), 0.4 (5) < 0.5 -> 5 - 2 = 3 rounds
     assert backdoor_lifespan(rounds, 2, 0.5) == {
-        "stop_round": 2, "threshold": 0.5, "rounds": 3, "at_least": None,
+        "stop_round": 2, "threshold": 0.5, "implanted": True, "rounds": 3, "at_least": None,
     }  # fmt: skip
     # never below 0.3 after the stop: at least 6 - 2 = 4 rounds
     assert backdoor_lifespan(rounds, 2, 0.3)["at_least"] == 4
     assert backdoor_lifespan(rounds, None, 0.5) is None  # no stop: no lifespan
+    # below 0.95 already when stopped after round 3 (0.8): never implanted, no lifespan
+    never = backdoor_lifespan(rounds, 3, 0.95)
+    assert never is not None and never["implanted"] is False and never["rounds"] is None
     assert backdoor_lifespan(rounds, 6, 0.5) is None  # no round after the stop
 
 
@@ -95,3 +98,16 @@ def test_bad_windows_are_refused_before_the_run(overrides: list[str], expected: 
     with pytest.raises(ConfigError) as info:
         check_point(["attack=backdoor", "malicious_fraction=0.1", *overrides])
     assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_outside_the_window_detection_counts_every_client_as_benign(tmp_path: Path) -> None:
+    cfg = compose_config(*WINDOW, "attack=sign_flip", "attack.scale=10",
+                         "malicious_fraction=0.2", "detect=dnc")  # fmt: skip
+    simulate(cfg, tmp_path)
+    rounds = rows_of(tmp_path / "rounds.csv")[1:]
+    # nobody attacks in rounds 1 and 4: no recall to measure, DnC's flags are false alarms
+    assert [r["detection_recall"] for r in (rounds[0], rounds[3])] == ["", ""]
+    assert all(float(r["detection_fpr"]) > 0 for r in (rounds[0], rounds[3]))
+    # inside the window the two attackers are found
+    assert [float(r["detection_recall"]) for r in rounds[1:3]] == [1.0, 1.0]
+    assert [int(r["malicious_sampled"]) for r in rounds] == [2, 2, 2, 2]

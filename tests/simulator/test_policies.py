@@ -56,3 +56,15 @@ def test_the_policies_are_stated_in_the_summary(tmp_path: Path) -> None:
     policies = summary["threat_model"]["policies"]
     assert set(policies) == {"poisoned_examples", "knowledge", "not_sampled", "buffers", "window"}
     assert "once per run" in policies["poisoned_examples"]
+
+
+def test_a_client_that_adds_poisoned_examples_claims_only_its_own(tmp_path: Path) -> None:
+    """The edge-case attackers train on their data plus edge examples, but report their
+    own example count: poisoning buys no extra weight where counts weight the mean."""
+    cfg = compose_config("num_rounds=1", "progress=false", "attack=edge_case",
+                         "malicious_fraction=0.3")  # fmt: skip
+    simulate(cfg, tmp_path)
+    clients = rows_of(tmp_path / "clients.csv")
+    honest = [int(r["num_examples"]) for r in clients if r["malicious"] == "0"]
+    malicious = [int(r["num_examples"]) for r in clients if r["malicious"] == "1"]
+    assert malicious and max(malicious) <= max(honest)  # an IID split: all about 134
