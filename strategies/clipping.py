@@ -20,6 +20,17 @@ def _clip_factors(norms: torch.Tensor, bound: float) -> torch.Tensor:
     return torch.where(norms > bound, bound / norms, torch.ones_like(norms))
 
 
+def add_gaussian_noise(
+    update: torch.Tensor, std: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``update`` plus N(0, std^2) per coordinate (weak DP's and FLAME's noise), drawn in
+    float64 whatever the update's dtype (the same seed gives the same noise) from
+    ``generator`` (torch's global one when None)."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    noise = torch.randn(update.shape[0], generator=generator, dtype=torch.float64, device=device)
+    return update + (std * noise).to(update.device, update.dtype)
+
+
 def clipped_shares(
     norms: torch.Tensor, bound: float | torch.Tensor, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -186,7 +197,7 @@ def norm_bound(
         Shape ``(n,)``, non-negative example counts or shares for the mean.
     """
     check_updates(updates)
-    n, d = updates.shape
+    n = updates.shape[0]
     check_real("norm_bound", "max_norm", max_norm, above=0)
     check_real("norm_bound", "noise_std", noise_std, at_least=0, finite=True)
     if noise_std > 0 and generator is None:
@@ -194,8 +205,6 @@ def norm_bound(
     weights = check_client_weights(weights, n)
     share = clipped_shares(torch.linalg.vector_norm(updates, dim=1), max_norm, weights)
     update = share @ updates  # shape: (d,)
-    if noise_std > 0 and generator is not None:  # checked above: a generator is given
-        # drawn in float64 whatever the updates' dtype: the same seed, the same noise
-        noise = torch.randn(d, generator=generator, dtype=torch.float64, device=generator.device)
-        update = update + (noise_std * noise).to(updates.device, updates.dtype)
+    if noise_std > 0:  # checked above: a generator is given
+        update = add_gaussian_noise(update, noise_std, generator)
     return Aggregate(update=update, weights=share)

@@ -14,7 +14,7 @@ from strategies.checks import (
     check_updates,
     check_vector,
 )
-from strategies.clipping import clipped_shares
+from strategies.clipping import add_gaussian_noise, clipped_shares
 
 CLUSTER_ON = ("models", "updates")
 
@@ -244,14 +244,12 @@ class Flame:
         ``generator`` draws the noise; None draws from torch's global generator.
         """
         bound = median_bound(updates, received, "flame")  # S, float64
-        m, d = updates.shape
+        m = updates.shape[0]
         w = check_client_weights(weights, m)
         norms = row_norms(updates)  # shape: (m,)
         share = clipped_shares(norms, bound, w)  # shape: (m,)
         update = share.to(updates.dtype) @ updates  # shape: (d,)
         sigma = self.noise_lambda * float(bound)
         if sigma > 0:
-            device = generator.device if generator is not None else torch.device("cpu")
-            noise = torch.randn(d, generator=generator, device=device, dtype=torch.float64)
-            update = update + (sigma * noise).to(updates.device, updates.dtype)
+            update = add_gaussian_noise(update, sigma, generator)
         return Aggregate(update=update, weights=share.to(updates.dtype))

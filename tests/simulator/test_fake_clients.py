@@ -18,16 +18,17 @@ from flwr.app import ArrayRecord, Context, Message, MessageType, RecordDict
 from clients.training import TrainConfig
 from simulator import client_app, protocol
 from simulator.adversary import Adversary, NoKnowledge
-from simulator.client_app import ClientSpec, make_client_app, nominal_examples
+from simulator.client_app import make_client_app, nominal_examples
 from simulator.config import ConfigError, validate
 from simulator.engines.inline import set_task_identity
-from simulator.federation import FederationSpec, load_federation
+from simulator.federation import load_federation
 from simulator.main import simulate
 from simulator.models import MLP
 from simulator.results import FLAGGED_WEIGHT
 from simulator.strategy import sample_clients
 from simulator.threat import ThreatModel, count_for
 from tests.conftest import compose_config
+from tests.simulator.test_client_app import SPEC as CLIENT_APP_SPEC
 
 
 def _threat(**changes: object) -> ThreatModel:
@@ -130,17 +131,8 @@ def test_partial_knowledge_with_only_fake_attackers_sampled_sends_the_rows_as_re
 
 
 # The ClientApp ---------------------------------------------------------------------------
-SPEC = ClientSpec(
-    federation=FederationSpec(
-        dataset={"_target_": "simulator.data.Digits"},
-        partition={"_target_": "simulator.partition.iid", "_partial_": True},
-        num_clients=6,
-        seed=0,
-    ),
-    model={"_target_": "simulator.models.MLP", "_partial_": True},
-    seed=0,
-    threat=_view((), "partial"),  # clients 6 and 7 are fake
-)
+# the ClientApp tests' spec, with clients 6 and 7 fake
+SPEC = dataclasses.replace(CLIENT_APP_SPEC, threat=_view((), "partial"))
 
 
 def _round(clients: list[int]) -> list[tuple[Message, Context]]:
