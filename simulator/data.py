@@ -750,7 +750,8 @@ def natural_split(
     training; the rest are test examples, less the ``gap`` examples right after the
     training ones (Shakespeare's 80-character windows overlap: LEAF skips 79 so no test
     window repeats training text). With ``rng`` the examples of a group are shuffled
-    first; without, the split is in row order.
+    first; without, the split is in row order. LEAF drops a user left without test
+    examples; here it keeps its training examples (it can still be a client).
     """
     groups = np.asarray(groups, dtype=np.int64)
     n = groups.shape[0]
