@@ -18,8 +18,9 @@ are padded: padded examples carry weight 0 in the batch mean and padded steps le
 the client's parameters and momentum untouched.
 
 It does not apply to models whose forward depends on train mode or carries state
-(dropout, batch norm, any registered buffer): ``supports_cohort`` says no and callers
-train such models one client at a time.
+(dropout, batch norm, any registered buffer), nor to recurrent layers (``vmap`` cannot
+batch their fused kernels): ``supports_cohort`` says no and callers train such models
+one client at a time.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ __all__ = ["CohortResult", "cohort_pays_off", "supports_cohort", "train_cohort"]
 
 # Modules whose forward differs between train and eval mode or between clients' batches.
 _MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
+# Modules whose fused kernels have no vmap batching rule (aten::lstm and its kind).
+_NO_VMAP = (nn.RNNBase,)
 
 
 def supports_cohort(model: nn.Module) -> bool:
@@ -48,7 +51,7 @@ def supports_cohort(model: nn.Module) -> bool:
         return False  # SGD would leave frozen parameters alone; this path trains them
     if len(dict(model.named_parameters())) != len(model.state_dict()):
         return False  # tied (shared) parameters: replies must carry every alias
-    return not any(isinstance(m, _MODE_DEPENDENT) for m in model.modules())
+    return not any(isinstance(m, _MODE_DEPENDENT + _NO_VMAP) for m in model.modules())
 
 
 def cohort_pays_off(model: nn.Module, device: torch.device | str = "cpu") -> bool:

@@ -375,7 +375,13 @@ def _check(cfg: DictConfig) -> None:
         message = str(error).splitlines()[0]
         raise ConfigError(message if "=" in message else f"model: {message}") from None
     partitioner = _build("partition", cfg.partition)
-    _checked("partition", partitioner, num_partitions=cfg.num_clients, seed=0)
+    built = _checked("partition", partitioner, num_partitions=cfg.num_clients, seed=0)
+    check_dataset = getattr(built, "check_dataset", None)  # partition=natural needs ids
+    if check_dataset is not None:
+        try:
+            check_dataset(dataset)
+        except ValueError as error:
+            raise ConfigError(str(error).splitlines()[0], combination=True) from None
     _build("engine", cfg.engine)
     _check_defence(cfg, threat)
     _check_attack(cfg, threat, dataset)
@@ -487,8 +493,26 @@ def _check_attack(cfg: DictConfig, threat: ThreatModel, dataset: Any) -> None:
                 ) from None
     if site == "client":
         _checked("attack", attack.check_classes, num_classes=dataset.num_classes)
+        _check_poisoning_fits_text(cfg, attack, dataset)
         if hasattr(attack, "check_shape"):
             _checked("attack", attack.check_shape, input_shape=dataset.input_shape)
+
+
+def _check_poisoning_fits_text(cfg: DictConfig, attack: Any, dataset: Any) -> None:
+    """On text (an input shape that is not ``(C, H, W)``), refuse a poisoning that reads
+    image shapes: one that has its own ``check_shape`` (pixel triggers, edge-case images).
+    Label flipping only relabels and stays allowed."""
+    from clients.poisoning import Poisoning
+
+    shape = tuple(dataset.input_shape)
+    if len(shape) == 3 or type(attack).check_shape is Poisoning.check_shape:
+        return
+    raise ConfigError(
+        f"attack={cfg.attack.name}: works on images (C, H, W); dataset={cfg.dataset.name} "
+        f"holds text sequences of {shape[0]} characters: use attack=label_flip or a "
+        "colluding attack",
+        combination=True,
+    )
 
 
 def _stand_in_defence(cfg: DictConfig, threat: ThreatModel, rows: int) -> Any:

@@ -1,11 +1,17 @@
-"""Data sets as float tensors: scikit-learn digits, MNIST, Fashion-MNIST and CIFAR-10.
+"""Data sets as tensors: digits, MNIST, Fashion-MNIST, CIFAR-10/100, FEMNIST, Shakespeare.
 
 Each data set class is built by Hydra from ``conf/dataset/<name>.yaml``. As in
 scikit-learn, the constructor only stores its hyperparameters, ``check()`` validates them
 without touching any data, and ``load(seed)`` does the work. MNIST-like sets and CIFAR-10
 come from the Hugging Face Hub (through flwr-datasets) or, offline, from a local copy of
 the original files given as ``dataset.path``; user files are parsed by hand from their
-documented binary layouts and never unpickled.
+documented binary layouts and never unpickled. CIFAR-100, FEMNIST and Shakespeare come
+from the Hub too, or offline from the Hub's own files: a folder of its parquet files or a
+folder written by ``datasets``' ``save_to_disk`` (Arrow tables, read without unpickling).
+
+Images are float32 ``(N, C, H, W)`` in [0, 1]; text (Shakespeare) is uint8 character ids
+``(N, L)``. FEMNIST and Shakespeare also carry each training example's natural client
+(its writer or speaking role) for ``partition=natural``.
 
 Loaded data are cached per process, because every client process asks for the same data:
 the tensors returned are shared, and callers must not modify them in place.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
+import io
 import math
 import os
 import socket
@@ -32,13 +39,19 @@ from simulator.checks import is_real
 from simulator.seeding import Stream, derive_seed
 
 __all__ = [
+    "SHAKESPEARE_LETTERS",
     "Cifar10",
+    "Cifar100",
     "DataError",
     "DataSplit",
     "Digits",
     "FashionMnist",
+    "Femnist",
     "LoadedData",
     "Mnist",
+    "Shakespeare",
+    "encode_text",
+    "natural_split",
     "read_cifar10_batch",
     "read_idx_images",
     "read_idx_labels",
@@ -59,16 +72,28 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class DataSplit:
-    """Images and labels of one split. Shared through the cache: do not modify in place."""
+    """Inputs and labels of one split. Shared through the cache: do not modify in place.
 
-    x: torch.Tensor  # float32, shape (N, C, H, W), values in [0, 1]
+    ``x`` holds images, float32 of shape ``(N, C, H, W)`` with values in [0, 1], or text,
+    uint8 character ids of shape ``(N, L)``. ``groups``, where the data set has natural
+    clients (FEMNIST's writers, Shakespeare's speaking roles), is each example's natural
+    client as an index into ``LoadedData.natural_ids``.
+    """
+
+    x: torch.Tensor  # float32 (N, C, H, W) in [0, 1], or uint8 (N, L) character ids
     y: torch.Tensor  # int64, shape (N,)
+    groups: torch.Tensor | None = None  # int64, shape (N,): natural client of each example
 
     def __post_init__(self) -> None:
-        if self.x.ndim != 4 or self.y.ndim != 1 or self.x.shape[0] != self.y.shape[0]:
+        if self.x.ndim not in (2, 4) or self.y.ndim != 1 or self.x.shape[0] != self.y.shape[0]:
             raise ValueError(
-                f"DataSplit needs x of shape (N, C, H, W) and y of shape (N,), "
+                f"DataSplit needs x of shape (N, C, H, W) or (N, L) and y of shape (N,), "
                 f"got {tuple(self.x.shape)} and {tuple(self.y.shape)}"
+            )
+        if self.groups is not None and tuple(self.groups.shape) != tuple(self.y.shape):
+            raise ValueError(
+                f"DataSplit needs groups of shape {tuple(self.y.shape)}, "
+                f"got {tuple(self.groups.shape)}"
             )
 
     def __len__(self) -> int:
@@ -83,8 +108,11 @@ class LoadedData:
     train: DataSplit
     test: DataSplit
     num_classes: int
-    input_shape: tuple[int, int, int]  # (C, H, W)
+    input_shape: tuple[int, ...]  # (C, H, W) of an image, or (L,) of a text sequence
     note: str | None = None  # how the data were obtained when that is unusual; the caller logs it
+    # The natural clients (writer or role ids, sorted) that ``train.groups`` index; None
+    # for a data set without them.
+    natural_ids: tuple[str, ...] | None = None
 
 
 def _split(images: np.ndarray, labels: np.ndarray) -> DataSplit:
@@ -103,14 +131,17 @@ class _DataSet:
 
     # Whether ``load`` depends on the seed (only when the train/test split is drawn).
     _seeded: ClassVar[bool] = False
-    _input_shape: ClassVar[tuple[int, int, int]]
+    _input_shape: ClassVar[tuple[int, ...]]
     _num_classes: ClassVar[int]
+    # What a natural client is (e.g. "writer"), for data sets that have them.
+    natural_client: ClassVar[str | None] = None
 
     name: str
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of every image, known before loading (models are checked against it)."""
+    def input_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` of every image, or ``(L,)`` of every text sequence, known before
+        loading (models and attacks are checked against it)."""
         return self._input_shape
 
     @property
@@ -437,7 +468,8 @@ class _HubDataSet(_DataSet):
             f"{self._local_files_hint}"
         )
 
-    def _load_hub(self) -> LoadedData:
+    def _hub_splits(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The Hub's splits ``names`` as Hugging Face data sets, or a one-line DataError."""
         flag = _offline_flag()
         if flag is not None:
             raise self._offline_error(f"{flag} is set")
@@ -451,14 +483,17 @@ class _HubDataSet(_DataSet):
             # shuffle=False: FederatedDataset shuffles every split by default; we keep the
             # published order and shuffle when partitioning.
             fds = FederatedDataset(dataset=self.hub_id, partitioners={"train": 1}, shuffle=False)
-            train, test = fds.load_split("train"), fds.load_split("test")
+            return {name: fds.load_split(name) for name in names}
         except Exception as error:  # network, hub and file-system failures alike
             first_line = (str(error).splitlines() or [""])[0]
             raise self._offline_error(f"{type(error).__name__}: {first_line}") from error
+
+    def _load_hub(self) -> LoadedData:
+        splits = self._hub_splits(("train", "test"))
         return LoadedData(
             name=self.name,
-            train=self._from_hub(train),
-            test=self._from_hub(test),
+            train=self._from_hub(splits["train"]),
+            test=self._from_hub(splits["test"]),
             num_classes=self._num_classes,
             input_shape=self._input_shape,
         )
@@ -664,3 +699,426 @@ class Cifar10(_HubDataSet):
             num_classes=self._num_classes,
             input_shape=self._input_shape,
         )
+
+
+# --------------------------------------------------------------------------- Hub tables
+
+# LEAF's Shakespeare alphabet (Caldas et al. 2018, ``models/utils/language_utils.py``): the
+# 80 characters its next-character model knows; every other character maps to one more id.
+SHAKESPEARE_LETTERS = (
+    "\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz}"
+)
+_UNKNOWN_LETTER = len(SHAKESPEARE_LETTERS)  # 80: the id of any character not listed above
+_MAX_CODE_POINT = 0x110000
+_TEXT_CHUNK = 65_536  # rows converted at a time: bounds the fixed-width string buffer
+
+
+def encode_text(
+    texts: list[str], length: int, dataset: str, column: str, first_row: int = 0
+) -> np.ndarray:
+    """Strings of exactly ``length`` characters -> uint8 ids ``(N, length)`` in LEAF's
+    alphabet (``SHAKESPEARE_LETTERS``; any other character gets id 80).
+
+    Vectorised: the strings become fixed-width UTF-32 code points, looked up in a table.
+    A string of another length is a ``DataError`` naming the row (``texts[0]`` being row
+    ``first_row`` of the table).
+    """
+    table = np.full(_MAX_CODE_POINT, _UNKNOWN_LETTER, dtype=np.uint8)
+    table[[ord(c) for c in SHAKESPEARE_LETTERS]] = np.arange(len(SHAKESPEARE_LETTERS))
+    out = np.empty((len(texts), length), dtype=np.uint8)  # shape: (N, L)
+    for start in range(0, len(texts), _TEXT_CHUNK):
+        chunk = np.asarray(texts[start : start + _TEXT_CHUNK], dtype=f"<U{length + 1}")
+        lengths = np.char.str_len(chunk)
+        bad = np.flatnonzero(lengths != length)
+        if bad.size:
+            row = start + int(bad[0])
+            raise DataError(
+                f"{dataset}: row {first_row + row} of column {column!r} has {len(texts[row])} "
+                f"characters, expected {length}"
+            )
+        codes = chunk.view(np.uint32).reshape(len(chunk), length + 1)[:, :length]
+        out[start : start + len(chunk)] = table[codes]
+    return out
+
+
+def natural_split(
+    groups: np.ndarray, test_fraction: float, rng: np.random.Generator | None, gap: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and test indices, split inside every natural client (LEAF's ``-t sample``).
+
+    Each group of ``n`` examples keeps ``max(1, floor((1 - test_fraction) * n))`` for
+    training; the rest are test examples, less the ``gap`` examples right after the
+    training ones (Shakespeare's 80-character windows overlap: LEAF skips 79 so no test
+    window repeats training text). With ``rng`` the examples of a group are shuffled
+    first; without, the split is in row order. LEAF drops a user left without test
+    examples; here it keeps its training examples (it can still be a client).
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    n = groups.shape[0]
+    keys = rng.random(n) if rng is not None else np.arange(n)
+    order = np.lexsort((keys, groups))  # by group, then by key
+    counts = np.bincount(groups)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    in_group = groups[order]
+    rank = np.arange(n) - starts[in_group]  # position inside the group
+    # round: 0.9 * 10 is 9, not 8.999...
+    train_count = np.maximum(1, np.floor(np.round((1 - test_fraction) * counts, 9)))
+    train_rows = rank < train_count[in_group]
+    test_rows = rank >= train_count[in_group] + gap
+    return np.sort(order[train_rows]), np.sort(order[test_rows])
+
+
+def _decode_images(column: Any, mode: str, shape: tuple[int, int, int], dataset: str) -> np.ndarray:
+    """An Arrow image column (``datasets``' Image: ``{bytes, path}`` structs, or bare
+    bytes) -> uint8 ``(N, C, H, W)``, each encoded image (PNG) decoded with Pillow."""
+    import pyarrow as pa
+    from PIL import Image
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_struct(array.type):
+        array = array.field("bytes")
+    if not (pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type)):
+        raise DataError(f"{dataset}: the image column holds {array.type}, not encoded images")
+    channels, height, width = shape
+    out = np.empty((len(array), height, width, channels), dtype=np.uint8)
+    for row, encoded in enumerate(array.to_pylist()):
+        if encoded is None:
+            raise DataError(f"{dataset}: image {row} has no bytes (a path-only image column)")
+        with Image.open(io.BytesIO(encoded)) as image:
+            pixels = np.asarray(image.convert(mode))
+        if pixels.shape[:2] != (height, width):
+            raise DataError(
+                f"{dataset}: image {row} is {pixels.shape[0]}x{pixels.shape[1]}, "
+                f"expected {height}x{width}"
+            )
+        out[row] = pixels.reshape(height, width, channels)
+    return out.transpose(0, 3, 1, 2)  # shape: (N, C, H, W)
+
+
+def _int_labels(table: Any, column: str, num_classes: int, dataset: str) -> np.ndarray:
+    """An integer label column as int64 ``(N,)``; ``DataError`` outside ``[0, num_classes)``."""
+    labels = np.asarray(table.column(column).to_numpy(zero_copy_only=False), dtype=np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels.min() if labels.min() < 0 else labels.max()
+        raise DataError(
+            f"{dataset}: column {column!r} has label {bad}, expected 0-{num_classes - 1}"
+        )
+    return labels
+
+
+def _natural_groups(table: Any, column: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Each row's natural client as an index into the sorted distinct ids (the order
+    flwr-datasets' ``NaturalIdPartitioner`` numbers its partitions in)."""
+    ids = np.asarray(table.column(column).to_pylist(), dtype=object).astype(str)
+    names, groups = np.unique(ids, return_inverse=True)
+    return groups.astype(np.int64), tuple(str(name) for name in names)
+
+
+class _TableDataSet(_HubDataSet):
+    """A data set read as Arrow tables: from the Hub, a parquet folder or a save_to_disk folder.
+
+    Offline, ``dataset.path`` is either a folder that ``datasets.Dataset.save_to_disk`` or
+    ``DatasetDict.save_to_disk`` wrote (``state.json`` or ``dataset_dict.json`` at its top),
+    or a folder holding the Hub's ``*.parquet`` files (searched recursively). A parquet
+    file belongs to the split its name starts with (``train-00000-of-00001.parquet``) or
+    a folder on its path is named after (``default/train/0000.parquet``); for a data set
+    with only a train split on the Hub, every parquet file is training data.
+    """
+
+    _splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    _columns: ClassVar[tuple[str, ...]]
+    _local_files_hint: ClassVar[str] = (
+        "the Hub's parquet files (*.parquet) or a folder written by datasets' save_to_disk"
+    )
+
+    def _local_files(self, directory: Path) -> tuple[Path, ...]:
+        """``(directory,)`` for a save_to_disk folder, else the parquet files of each split."""
+        if (directory / "dataset_dict.json").is_file() or (directory / "state.json").is_file():
+            return (directory,)
+        files = sorted(directory.rglob("*.parquet"))
+        if not files:
+            raise self._lacks(["*.parquet files and a save_to_disk folder's state.json"])
+        missing = [split for split in self._splits if not self._parquet_of(directory, split)]
+        if missing:
+            raise self._lacks([f"parquet files of the {split} split" for split in missing])
+        return tuple(files)
+
+    def _parquet_of(self, directory: Path, split: str) -> list[Path]:
+        """The parquet files of ``split`` under ``directory``, in path order."""
+        files = sorted(directory.rglob("*.parquet"))
+        if self._splits == ("train",):
+            return files
+        return [
+            path
+            for path in files
+            if path.name.startswith(split) or split in path.relative_to(directory).parent.parts
+        ]
+
+    def _read_local(self, directory: Path) -> dict[str, Any]:
+        """Every split as a pyarrow Table, from a save_to_disk folder or parquet files."""
+        self._local_files(directory)
+        if (directory / "dataset_dict.json").is_file() or (directory / "state.json").is_file():
+            import datasets
+
+            try:
+                saved = datasets.load_from_disk(str(directory))
+            except Exception as error:  # a damaged folder: name it, in one line
+                first_line = (str(error).splitlines() or [""])[0]
+                raise DataError(
+                    f"{self.name}: cannot read the save_to_disk folder {directory}: {first_line}"
+                ) from error
+            if isinstance(saved, datasets.Dataset):
+                saved = datasets.DatasetDict({"train": saved})
+            missing = [split for split in self._splits if split not in saved]
+            if missing:
+                raise self._lacks(
+                    [f"the {split} split" for split in missing], f" (it has {', '.join(saved)})"
+                )
+            return {split: saved[split].with_format("arrow")[:] for split in self._splits}
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = {}
+        for split in self._splits:
+            try:
+                parts = [pq.read_table(path) for path in self._parquet_of(directory, split)]
+                tables[split] = pa.concat_tables(parts, promote_options="default")
+            except (OSError, pa.ArrowException) as error:
+                first_line = (str(error).splitlines() or [""])[0]
+                raise DataError(
+                    f"{self.name}: cannot read the parquet files in {directory}: {first_line}"
+                ) from error
+        return tables
+
+    def _check_columns(self, table: Any, source: str) -> None:
+        missing = [column for column in self._columns if column not in table.column_names]
+        if missing:
+            raise DataError(
+                f"{self.name}: {source} lacks the column(s) {', '.join(missing)} "
+                f"(it has {', '.join(table.column_names)})"
+            )
+
+    def _load(self, seed: int) -> LoadedData:
+        if self.path is None:
+            splits = self._hub_splits(self._splits)
+            tables = {name: split.with_format("arrow")[:] for name, split in splits.items()}
+            source = f"the Hub's {self.hub_id}"
+        else:
+            directory = Path(str(self.path)).expanduser()
+            tables, source = self._read_local(directory), str(directory)
+        for table in tables.values():
+            self._check_columns(table, source)
+        return self._convert(tables, seed)
+
+    def _convert(self, tables: dict[str, Any], seed: int) -> LoadedData:
+        """The loaded data from each split's Arrow table (columns checked)."""
+        raise NotImplementedError
+
+
+class Cifar100(_TableDataSet):
+    """CIFAR-100 (Krizhevsky 2009): 50,000 + 10,000 32x32 colour images, 100 fine classes.
+
+    From the Hub (``uoft-cs/cifar100``: columns ``img``, ``fine_label``, ``coarse_label``;
+    the fine labels are used) through flwr-datasets, or offline from ``dataset.path``: a
+    folder with the Hub's parquet files (``train-*.parquet`` and ``test-*.parquet``) or a
+    ``DatasetDict.save_to_disk`` folder with ``train`` and ``test`` splits.
+
+    Parameters
+    ----------
+    name : str (default: "cifar100")
+        Name recorded in results.
+    path : str | None (default: None)
+        Parquet or save_to_disk folder; None downloads from the Hub.
+    hub_id : str (default: "uoft-cs/cifar100")
+        Hugging Face data set id.
+    """
+
+    _input_shape: ClassVar[tuple[int, int, int]] = (3, 32, 32)
+    _num_classes: ClassVar[int] = 100
+    _columns: ClassVar[tuple[str, ...]] = ("img", "fine_label")
+
+    def __init__(
+        self, name: str = "cifar100", path: str | None = None, hub_id: str = "uoft-cs/cifar100"
+    ) -> None:
+        super().__init__(name=name, path=path, hub_id=hub_id)
+
+    def _convert(self, tables: dict[str, Any], seed: int) -> LoadedData:
+        del seed  # the Hub's fixed train/test split
+
+        def split(table: Any) -> DataSplit:
+            images = _decode_images(table.column("img"), "RGB", self._input_shape, self.name)
+            labels = _int_labels(table, "fine_label", self._num_classes, self.name)
+            return _split(images, labels)  # shape: (N, 3, 32, 32), (N,)
+
+        return LoadedData(
+            name=self.name,
+            train=split(tables["train"]),
+            test=split(tables["test"]),
+            num_classes=self._num_classes,
+            input_shape=self._input_shape,
+        )
+
+
+class _NaturalDataSet(_TableDataSet):
+    """A data set of natural clients with one published split, divided inside every client."""
+
+    _splits: ClassVar[tuple[str, ...]] = ("train",)
+    _natural_column: ClassVar[str]
+
+    def __init__(self, name: str, path: str | None, hub_id: str, test_fraction: float) -> None:
+        super().__init__(name=name, path=path, hub_id=hub_id)
+        self.test_fraction = test_fraction
+
+    def check(self) -> None:
+        if not is_real(self.test_fraction) or not 0 < self.test_fraction < 1:
+            raise DataError(
+                f"dataset.test_fraction={self.test_fraction!r}: must be a number in (0, 1)"
+            )
+        super().check()
+
+    def _examples(self, table: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and labels of every row (uint8 images or character ids, int64 labels)."""
+        raise NotImplementedError
+
+    def _split_rows(self, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _convert(self, tables: dict[str, Any], seed: int) -> LoadedData:
+        table = tables["train"]
+        groups, natural_ids = _natural_groups(table, self._natural_column)
+        x, y = self._examples(table)
+        train_idx, test_idx = self._split_rows(groups, seed)
+        if test_idx.size == 0:
+            raise DataError(
+                f"dataset.test_fraction={self.test_fraction!r}: leaves no test examples in "
+                f"{self.name}'s {len(y)} rows"
+            )
+
+        def split(idx: np.ndarray, with_groups: bool) -> DataSplit:
+            inputs = torch.from_numpy(np.ascontiguousarray(x[idx]))
+            if inputs.dtype == torch.uint8 and inputs.ndim == 4:  # images: floats in [0, 1]
+                inputs = inputs.to(torch.float32) / 255.0
+            return DataSplit(
+                x=inputs,
+                y=torch.from_numpy(y[idx]),
+                groups=torch.from_numpy(groups[idx]) if with_groups else None,
+            )
+
+        return LoadedData(
+            name=self.name,
+            train=split(train_idx, True),
+            test=split(test_idx, False),
+            num_classes=self._num_classes,
+            input_shape=self._input_shape,
+            natural_ids=natural_ids,
+        )
+
+
+class Femnist(_NaturalDataSet):
+    """FEMNIST (LEAF, Caldas et al. 2018): 28x28 grey handwritten characters, 62 classes,
+    3,597 writers (digits, upper- and lower-case letters of EMNIST, by writer).
+
+    From the Hub (``flwrlabs/femnist``: one ``train`` split of 814,277 rows, columns
+    ``image``, ``writer_id``, ``hsf_id``, ``character``) through flwr-datasets, or offline
+    from ``dataset.path``: a folder with the Hub's parquet files or a ``save_to_disk``
+    folder (a ``Dataset``, or a ``DatasetDict`` with a ``train`` split). The labels are
+    ``character`` (0-61); ``writer_id`` is the natural client of ``partition=natural``.
+    As in LEAF (``-t sample``), every writer's examples are split at random, seeded:
+    ``max(1, floor(0.9 n))`` train, the rest test.
+
+    Parameters
+    ----------
+    name : str (default: "femnist")
+        Name recorded in results.
+    path : str | None (default: None)
+        Parquet or save_to_disk folder; None downloads from the Hub.
+    hub_id : str (default: "flwrlabs/femnist")
+        Hugging Face data set id.
+    test_fraction : float (default: 0.1)
+        Share of every writer's examples held out for testing, in (0, 1).
+    """
+
+    _seeded: ClassVar[bool] = True
+    _input_shape: ClassVar[tuple[int, int, int]] = (1, 28, 28)
+    _num_classes: ClassVar[int] = 62
+    _columns: ClassVar[tuple[str, ...]] = ("image", "writer_id", "character")
+    _natural_column: ClassVar[str] = "writer_id"
+    natural_client: ClassVar[str | None] = "writer"
+
+    def __init__(
+        self,
+        name: str = "femnist",
+        path: str | None = None,
+        hub_id: str = "flwrlabs/femnist",
+        test_fraction: float = 0.1,
+    ) -> None:
+        super().__init__(name=name, path=path, hub_id=hub_id, test_fraction=test_fraction)
+
+    def _examples(self, table: Any) -> tuple[np.ndarray, np.ndarray]:
+        images = _decode_images(table.column("image"), "L", self._input_shape, self.name)
+        return images, _int_labels(table, "character", self._num_classes, self.name)
+
+    def _split_rows(self, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(derive_seed(seed, Stream.NATURAL_SPLIT))
+        return natural_split(groups, float(self.test_fraction), rng)
+
+
+class Shakespeare(_NaturalDataSet):
+    """Shakespeare (LEAF, Caldas et al. 2018): next-character prediction, one client per
+    speaking role of a play.
+
+    From the Hub (``flwrlabs/shakespeare``: one ``train`` split, columns ``character_id``
+    (the role), ``x`` (80 characters) and ``y`` (the next character)) through
+    flwr-datasets, or offline from ``dataset.path``: a folder with parquet files of those
+    columns (the Hub's parquet conversion) or a ``save_to_disk`` folder. Inputs are the 80
+    characters as uint8 ids in LEAF's 80-letter alphabet (``SHAKESPEARE_LETTERS``) plus one
+    id (80) for any other character, so there are 81 classes. As in LEAF, every role's
+    examples are split in text order: the first ``max(1, floor(0.9 n))`` train, then 79
+    are skipped (their windows overlap the training text), the rest test.
+
+    Parameters
+    ----------
+    name : str (default: "shakespeare")
+        Name recorded in results.
+    path : str | None (default: None)
+        Parquet or save_to_disk folder; None downloads from the Hub.
+    hub_id : str (default: "flwrlabs/shakespeare")
+        Hugging Face data set id.
+    test_fraction : float (default: 0.1)
+        Share of every role's examples after which testing starts, in (0, 1).
+    """
+
+    SEQUENCE_LENGTH = 80
+    _input_shape: ClassVar[tuple[int, ...]] = (SEQUENCE_LENGTH,)
+    _num_classes: ClassVar[int] = len(SHAKESPEARE_LETTERS) + 1
+    _columns: ClassVar[tuple[str, ...]] = ("character_id", "x", "y")
+    _natural_column: ClassVar[str] = "character_id"
+    natural_client: ClassVar[str | None] = "speaking role"
+
+    def __init__(
+        self,
+        name: str = "shakespeare",
+        path: str | None = None,
+        hub_id: str = "flwrlabs/shakespeare",
+        test_fraction: float = 0.1,
+    ) -> None:
+        super().__init__(name=name, path=path, hub_id=hub_id, test_fraction=test_fraction)
+
+    def _examples(self, table: Any) -> tuple[np.ndarray, np.ndarray]:
+        length = self.SEQUENCE_LENGTH
+        x = np.empty((table.num_rows, length), dtype=np.uint8)  # shape: (N, 80)
+        y = np.empty(table.num_rows, dtype=np.int64)  # shape: (N,)
+        # Slice by slice: millions of Python strings at once would cost gigabytes.
+        for start in range(0, table.num_rows, _TEXT_CHUNK):
+            part = table.slice(start, _TEXT_CHUNK)
+            x[start : start + part.num_rows] = encode_text(
+                part.column("x").to_pylist(), length, self.name, "x", start
+            )
+            y[start : start + part.num_rows] = encode_text(
+                part.column("y").to_pylist(), 1, self.name, "y", start
+            )[:, 0]
+        return x, y
+
+    def _split_rows(self, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        del seed  # the split follows the text
+        return natural_split(groups, float(self.test_fraction), None, gap=self.SEQUENCE_LENGTH - 1)

@@ -89,8 +89,12 @@ def _load_federation(key: str) -> Federation:
     partitioner = instantiate(OmegaConf.create(partition_cfg))(
         num_partitions=num_clients, seed=derive_seed(seed, Stream.PARTITION)
     )
+    groups = data.train.groups  # natural clients (writers, roles), where the data set has them
     local = partition_indices(
-        labels[client_pool], partitioner, seed=derive_seed(seed, Stream.PARTITION, 1)
+        labels[client_pool],
+        partitioner,
+        seed=derive_seed(seed, Stream.PARTITION, 1),
+        groups=None if groups is None else groups.numpy()[client_pool],
     )
     partitions = [client_pool[part] for part in local]
     root = None

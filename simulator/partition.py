@@ -32,8 +32,10 @@ from flwr_datasets.partitioner import (  # noqa: E402  (after the deferral above
 
 __all__ = [
     "BiasPartitioner",
+    "NaturalPartitioner",
     "dirichlet",
     "iid",
+    "natural",
     "partition_indices",
     "shard",
 ]
@@ -286,10 +288,98 @@ class BiasPartitioner(Partitioner):
             )
 
 
+class NaturalPartitioner(Partitioner):
+    """One client per natural id: a FEMNIST writer, a Shakespeare speaking role.
+
+    With every natural client taking part (``num_partitions`` equal to their number G),
+    partition ``i`` holds the rows of the ``i``-th natural id in sorted order, which is
+    flwr-datasets' ``NaturalIdPartitioner`` rule. With fewer, ``num_partitions`` of the G
+    ids are drawn without replacement from the seed (then numbered in sorted order), and
+    the other ids' rows are left unused; more than G is a ``ValueError``. Data sets
+    without natural ids (MNIST, CIFAR) are refused by ``check_dataset`` before loading.
+
+    Parameters
+    ----------
+    num_partitions : int
+        Number of clients: the natural clients that take part, <= G.
+    seed : int
+        Run seed; the draw of the natural clients is a pure function of it.
+    partition_by : str (default: "natural_id")
+        Column of ``self.dataset`` with each row's natural id (for ``load_partition``).
+    """
+
+    def __init__(self, num_partitions: int, seed: int, partition_by: str = "natural_id") -> None:
+        super().__init__()
+        self._num_partitions = check_int("num_partitions", num_partitions, 1)
+        self._seed = int(seed)
+        if not isinstance(partition_by, str) or not partition_by:
+            raise ValueError(f"partition_by={partition_by!r}: must be a column name")
+        self._partition_by = partition_by
+        self._partition_to_indices: list[np.ndarray] | None = None
+
+    @property
+    def num_partitions(self) -> int:
+        """Total number of partitions."""
+        return self._num_partitions
+
+    @staticmethod
+    def check_dataset(dataset: object) -> None:
+        """``ValueError`` unless ``dataset`` (a data set object, not loaded) has natural
+        clients (its ``natural_client`` names what they are)."""
+        if getattr(dataset, "natural_client", None) is None:
+            name = getattr(dataset, "name", type(dataset).__name__)
+            raise ValueError(
+                f"partition=natural: dataset={name} has no natural clients (writers or "
+                "speaking roles); use dataset=femnist or dataset=shakespeare, or another "
+                "partition (iid, dirichlet, shard, bias)"
+            )
+
+    def load_partition(self, partition_id: int) -> datasets.Dataset:
+        """Rows of ``self.dataset`` of the natural id behind ``partition_id``."""
+        if not 0 <= partition_id < self._num_partitions:
+            raise ValueError(f"partition_id={partition_id}: must be in [0, {self._num_partitions})")
+        if self._partition_to_indices is None:
+            column = self.dataset.with_format("arrow")[:][self._partition_by]
+            ids = np.asarray(column.to_pylist(), dtype=object).astype(str)
+            self._partition_to_indices = self.assign(np.unique(ids, return_inverse=True)[1])
+        return self.dataset.select(self._partition_to_indices[partition_id])
+
+    def assign(self, groups: np.ndarray) -> list[np.ndarray]:
+        """Sorted row indices for every partition, from each row's natural client
+        ``groups`` (ints; the distinct values, in order, are the natural ids)."""
+        groups = np.asarray(groups)
+        if groups.ndim != 1 or (groups.size and not np.issubdtype(groups.dtype, np.integer)):
+            raise ValueError(
+                f"groups must be one-dimensional ints, got {groups.dtype} {groups.shape}"
+            )
+        present, inverse = np.unique(groups, return_inverse=True)  # shape: (G,), (N,)
+        available = len(present)
+        if self._num_partitions > available:
+            raise ValueError(
+                f"num_partitions={self._num_partitions}: the training data have only "
+                f"{available} natural clients (writers or roles); use at most that many clients"
+            )
+        rng = np.random.default_rng(derive_seed(self._seed, Stream.NATURAL))
+        chosen = np.sort(rng.choice(available, size=self._num_partitions, replace=False))
+        order = np.argsort(inverse, kind="stable")  # rows by natural client, in row order
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(inverse, minlength=available))))
+        return [order[bounds[g] : bounds[g + 1]].astype(np.int64) for g in chosen]
+
+
+def natural(num_partitions: int, seed: int) -> NaturalPartitioner:
+    """One client per natural id (writer, speaking role); see ``NaturalPartitioner``."""
+    return NaturalPartitioner(num_partitions=num_partitions, seed=seed)
+
+
 # --------------------------------------------------------------------------- indices
 
 
-def partition_indices(labels: np.ndarray, partitioner: Partitioner, seed: int) -> list[np.ndarray]:
+def partition_indices(
+    labels: np.ndarray,
+    partitioner: Partitioner,
+    seed: int,
+    groups: np.ndarray | None = None,
+) -> list[np.ndarray]:
     """Split row indices ``0..N-1`` among clients with ``partitioner``.
 
     The rows are presented to the partitioner in a seeded random order, because
@@ -304,6 +394,9 @@ def partition_indices(labels: np.ndarray, partitioner: Partitioner, seed: int) -
         A fresh partitioner (a data set can be assigned to it only once).
     seed : int
         Run seed for the row shuffle.
+    groups : np.ndarray | None (default: None)
+        Each row's natural client, shape ``(N,)``, where the data set has them; the
+        natural partitioner needs them.
 
     Returns
     -------
@@ -320,6 +413,17 @@ def partition_indices(labels: np.ndarray, partitioner: Partitioner, seed: int) -
     if labels.ndim != 1:
         raise ValueError(f"labels must be one-dimensional, got shape {labels.shape}")
     n = labels.shape[0]
+    if isinstance(partitioner, NaturalPartitioner):
+        if groups is None:
+            raise ValueError(
+                "partition=natural: the data set has no natural clients (writers or speaking "
+                "roles); use dataset=femnist or dataset=shakespeare"
+            )
+        groups = np.asarray(groups)
+        if groups.shape != labels.shape:
+            raise ValueError(f"groups must have shape {labels.shape}, got {groups.shape}")
+        # Natural clients are not drawn from the row order: no shuffle, no Arrow round trip.
+        return _non_empty(partitioner.assign(groups), n, partitioner)
     order = np.random.default_rng(derive_seed(seed, Stream.PARTITION_SHUFFLE)).permutation(n)
     table = datasets.Dataset.from_dict(
         {"label": labels[order].astype(np.int64), "idx": order.astype(np.int64)}
@@ -351,6 +455,12 @@ def partition_indices(labels: np.ndarray, partitioner: Partitioner, seed: int) -
                 )
                 for pid in range(num_partitions)
             ]
+    return _non_empty(result, n, partitioner)
+
+
+def _non_empty(result: list[np.ndarray], n: int, partitioner: Partitioner) -> list[np.ndarray]:
+    """``result``, or a ``ValueError`` naming the first empty partition."""
+    num_partitions = len(result)
     empty = [pid for pid, idx in enumerate(result) if idx.size == 0]
     if empty:
         raise ValueError(

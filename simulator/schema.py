@@ -57,6 +57,13 @@ class ImageDatasetSchema:
 
 
 @dataclass
+class NaturalDatasetSchema(ImageDatasetSchema):
+    """A data set of natural clients, split into train and test inside every client."""
+
+    test_fraction: float = 0.1
+
+
+@dataclass
 class PartialSchema:
     """A group entry built as a factory: the call site passes the runtime arguments."""
 
@@ -98,6 +105,13 @@ class ModelSchema(PartialSchema):
 class MLPSchema(ModelSchema):
     hidden: list[int] = field(default_factory=lambda: [64])
     batch_norm: bool = False
+
+
+@dataclass
+class CharLSTMSchema(ModelSchema):
+    embedding_dim: int = 8
+    hidden_size: int = 256
+    num_layers: int = 2
 
 
 @dataclass
@@ -197,12 +211,14 @@ SCHEMAS: dict[str, tuple[str | None, Any]] = {
     "oleander_schema": (None, OleanderConfig),
     "digits": ("schema/dataset", DigitsSchema),
     "image": ("schema/dataset", ImageDatasetSchema),
+    "natural": ("schema/dataset", NaturalDatasetSchema),
     "partition": ("schema/partition", PartitionSchema),
     "dirichlet": ("schema/partition", DirichletSchema),
     "shard": ("schema/partition", ShardSchema),
     "bias": ("schema/partition", BiasSchema),
     "model": ("schema/model", ModelSchema),
     "mlp": ("schema/model", MLPSchema),
+    "char_lstm": ("schema/model", CharLSTMSchema),
     "inline": ("schema/engine", InlineEngineSchema),
     "ray": ("schema/engine", RayEngineSchema),
     **{group: (f"schema/{group}", settings) for group, settings in SETTINGS.items()},

@@ -38,6 +38,8 @@ class Stream(IntEnum):
     DIRICHLET = 3801172696  # crc32("partition.dirichlet")
     SHARD = 2827339208  # crc32("partition.shard")
     BIAS = 1930463156  # crc32("partition.bias")
+    NATURAL_SPLIT = 1415380242  # crc32("data.natural.split"): FEMNIST's per-writer split
+    NATURAL = 2641163737  # crc32("partition.natural"): which natural clients take part
 
 
 def derive_seed(seed: int, *keys: int) -> int:

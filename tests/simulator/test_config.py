@@ -35,7 +35,7 @@ def test_default_config_is_valid() -> None:
 def test_every_dataset_entry_builds(entry: str) -> None:
     dataset = instantiate(compose_config(f"dataset={entry}").dataset)
     assert dataset.name == entry
-    assert len(dataset.input_shape) == 3
+    assert len(dataset.input_shape) in (1, 3)  # (L,) text or (C, H, W) images
 
 
 @pytest.mark.parametrize("entry", group_entries("partition"))
@@ -49,7 +49,12 @@ def test_every_partition_entry_builds(entry: str) -> None:
 
 @pytest.mark.parametrize("entry", group_entries("model"))
 def test_every_model_entry_builds(entry: str) -> None:
-    shape = {"fltrust_cnn": (1, 28, 28), "cifar_cnn": (3, 32, 32)}.get(entry, (1, 8, 8))
+    shape = {
+        "fltrust_cnn": (1, 28, 28),
+        "femnist_cnn": (1, 28, 28),
+        "cifar_cnn": (3, 32, 32),
+        "char_lstm": (80,),
+    }.get(entry, (1, 8, 8))
     factory = build("model", compose_config(f"model={entry}").model)
     model = factory(input_shape=shape, num_classes=10)
     assert sum(p.numel() for p in model.parameters()) > 0
