@@ -15,6 +15,7 @@ import argparse
 import shlex
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -88,10 +89,16 @@ def listing(names: Sequence[str]) -> str:
                     f"{name}",
                     f"  paper:   {t.paper}",
                     f"  table:   {t.table} ({write.METRIC_NAMES[t.metric]})",
-                    f"  setting: {t.paper_setting}",
+                    textwrap.fill(
+                        t.paper_setting,
+                        96,
+                        initial_indent="  setting: ",
+                        subsequent_indent=" " * 11,
+                    ),
                     f"  grid:    {len(t.rows)} rows x {len(t.columns)} columns = {cells} cells x "
                     f"{len(t.seeds)} seeds, {t.rounds or '?'} rounds each; judged on {t.judge}",
-                    f"  data:    {t.data}",
+                    f"  data:    {t.data}"
+                    + ("" if t.data == "digits" else " (offline: add dataset.path=DIR)"),
                     f"  time:    {minutes}",
                 ]
             )
@@ -160,18 +167,27 @@ def run_all(cells: Sequence[Cell], todo: Sequence[Cell], jobs: int, logs: Path) 
     failures: dict[str, str] = {}
     total = len(todo)
     print(f"{PROG}: {len(cells) - total} of {len(cells)} cells already finished; running {total}")
+
+    def report(count: int, cell: Cell, code: int, seconds: float) -> bool:
+        name = f"{cell.row} / {cell.column}"
+        reason = skipped_reason(cell)
+        if code != 0 or reason:
+            why = reason or f"exit status {code}"
+            failures[name] = f"{why} (log: {logs})"
+            print(f"[{count}/{total}] {name}: FAILED: {why}", flush=True)
+            return False
+        print(f"[{count}/{total}] {name}: done in {seconds:.0f} s", flush=True)
+        return True
+
+    if not todo:
+        return failures
+    # The first cell alone: a failure every cell shares (data not found, say) stops here.
+    if not report(1, *run_cell(todo[0], logs)) and skipped_reason(todo[0]):
+        print(f"{PROG}: stopped after the first cell: its runs were skipped", file=sys.stderr)
+        return failures
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for count, (cell, code, seconds) in enumerate(
-            pool.map(lambda c: run_cell(c, logs), todo), start=1
-        ):
-            name = f"{cell.row} / {cell.column}"
-            reason = skipped_reason(cell)
-            if code != 0 or reason:
-                why = reason or f"exit status {code}"
-                failures[name] = f"{why} (log: {logs})"
-                print(f"[{count}/{total}] {name}: FAILED: {why}", flush=True)
-            else:
-                print(f"[{count}/{total}] {name}: done in {seconds:.0f} s", flush=True)
+        for count, result in enumerate(pool.map(lambda c: run_cell(c, logs), todo[1:]), 2):
+            report(count, *result)
     return failures
 
 
