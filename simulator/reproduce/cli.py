@@ -82,6 +82,8 @@ def listing(names: Sequence[str]) -> str:
     for name in names:
         t = table.load(name)
         minutes = f"{t.minutes:g} min on 2 cores" if t.minutes is not None else "not timed yet"
+        if t.time_note:
+            minutes += f" ({t.time_note})"
         cells = len(t.rows) * len(t.columns)
         blocks.append(
             "\n".join(

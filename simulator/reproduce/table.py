@@ -58,6 +58,7 @@ class Table:
     tie: float = 0.0
     rounds: int | None = None
     minutes: float | None = None
+    time_note: str = ""
     source: str = ""
     differences: tuple[str, ...] = ()
     cell_overrides: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
@@ -188,6 +189,7 @@ def parse(raw: Any, path: Path) -> Table:
         seeds=tuple(seeds),
         rounds=rounds,
         minutes=None if minutes is None else _number(minutes, f"{where} minutes"),
+        time_note=" ".join(str(raw.get("time_note", "")).split()),
         source=str(raw.get("source", "")).strip(),
         differences=tuple(" ".join(d.split()) for d in differences),
         cell_overrides=extra,
