@@ -242,7 +242,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         done = check_cells(cells)
     except TableError as error:
         fail(str(error))
-    command = shlex.join([PROG, *(argv if argv is not None else sys.argv[1:])])
+    # The command that produces these runs (--no-run only rewrites the page: not recorded).
+    given = argv if argv is not None else sys.argv[1:]
+    command = shlex.join([PROG, *(a for a in given if a != "--no-run")])
     start = time.monotonic()
     failures: dict[str, str] = {}
     if not args.no_run:
@@ -254,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(130) from None
     minutes = None if args.no_run else (time.monotonic() - start) / 60
     found = results(t, cells)
-    write.write_all(out, t, found, command, quick=args.quick, minutes=minutes, failures=failures)
+    how = write.Invocation(command, args.quick, minutes, failures)
+    write.write_all(out, t, found, how)
     counts = verdict.tally({(r.row, r.column): r.verdict for r in found})
     summary = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
     print(f"{PROG}: {summary}; {out / 'reproduction.md'}")

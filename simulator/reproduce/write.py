@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from simulator.report.plots import save_figure
@@ -72,16 +72,20 @@ def csv_rows(results: Sequence[CellResult], band: float) -> list[dict[str, objec
     ]
 
 
-def markdown(
-    table: Table,
-    results: Sequence[CellResult],
-    command: str,
-    *,
-    quick: bool,
-    minutes: float | None,
-    failures: Mapping[str, str],
-) -> str:
+@dataclass(frozen=True)
+class Invocation:
+    """How the results were produced: the command, whether it was ``--quick``, its wall
+    time (None when nothing ran) and the cells whose runs failed (cell -> why)."""
+
+    command: str
+    quick: bool = False
+    minutes: float | None = None
+    failures: Mapping[str, str] = field(default_factory=dict)
+
+
+def markdown(table: Table, results: Sequence[CellResult], how: Invocation) -> str:
     """The table's page: what was run, against what, and each cell's verdict."""
+    command, quick, minutes, failures = how.command, how.quick, how.minutes, how.failures
     counts = tally({(r.row, r.column): r.verdict for r in results})
     metric = f"{METRIC_NAMES[table.metric]}, {statistic_text(table.statistic)}"
     lines = [
@@ -196,19 +200,9 @@ def plot(table: Table, results: Sequence[CellResult], path: Path) -> bool:
     return True
 
 
-def write_all(
-    out: Path,
-    table: Table,
-    results: Sequence[CellResult],
-    command: str,
-    *,
-    quick: bool,
-    minutes: float | None,
-    failures: Mapping[str, str],
-) -> None:
+def write_all(out: Path, table: Table, results: Sequence[CellResult], how: Invocation) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = csv_rows(results, table.band)
     atomic_write_text(out / "reproduction.csv", csv_text(CSV_COLUMNS, rows))
-    text = markdown(table, results, command, quick=quick, minutes=minutes, failures=failures)
-    atomic_write_text(out / "reproduction.md", text)
+    atomic_write_text(out / "reproduction.md", markdown(table, results, how))
     plot(table, results, out / "reproduction.png")
