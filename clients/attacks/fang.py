@@ -163,18 +163,34 @@ def fang_krum_lambda_bound(known: torch.Tensor, num_malicious: int, num_clients:
     return math.sqrt(min_sum / ((n - 2 * f - 1) * d)) + max_norm / math.sqrt(d)
 
 
-def _default_check(known_rows: int, f: int, knowledge: str) -> Callable[[torch.Tensor], Aggregate]:
-    """Krum told f (full knowledge), or the most the simulated rows allow (partial)."""
-    if knowledge == "full":
-        return functools.partial(krum, num_malicious=f)
-    rows = known_rows + f
-    told = min(f, (rows - 3) // 2)  # the largest f' <= f with rows > 2f' + 2
+def _partial_told(rows: int, f: int) -> int:
+    """The f the simulated Krum of partial knowledge is told: the largest ``f' <= f`` with
+    ``rows > 2f' + 2`` (Krum told f would break its precondition on so few rows)."""
+    told = min(f, (rows - 3) // 2)
     if told < 0:
         raise ValueError(
-            f"partial-knowledge fang_krum simulates Krum on k + f = {rows} rows "
-            f"(k={known_rows}, f={f}); Krum needs >= 3"
+            f"partial-knowledge fang_krum simulates Krum on {rows} rows (f={f}); Krum needs >= 3"
         )
-    return functools.partial(krum, num_malicious=told)
+    return told
+
+
+def _search_lambda(
+    lam: float,
+    threshold: float,
+    check: Callable[[torch.Tensor], Aggregate],
+    rows_for: Callable[[float], tuple[torch.Tensor, torch.Tensor]],
+    num_known: int,
+) -> tuple[float, bool, int]:
+    """Halve ``lam`` until ``check`` selects a crafted row or the next halving would fall
+    below ``threshold``; returns (lambda, selected, lambdas tried)."""
+    tried = 0
+    while True:
+        tried += 1
+        rows, crafted = rows_for(lam)
+        selected = _crafted_selected(check(rows), crafted, num_known)
+        if selected or lam / 2.0 < threshold:
+            return lam, selected, tried
+        lam /= 2.0
 
 
 def _crafted_selected(result: Aggregate, crafted: torch.Tensor, num_known: int) -> bool:
@@ -216,9 +232,6 @@ def fang_krum_search(
     d = benign.shape[1]
     if f == 0:
         return FangKrumSearch(_empty(benign), lam=0.0, lam_init=0.0, selected=False, num_tried=0)
-    lam = lam_init = fang_krum_lambda_bound(known, f, n)
-    check = aggregator if aggregator is not None else _default_check(known.shape[0], f, knowledge)
-
     # s: the sign of the estimated direction of change, in update space sign(mean update)
     s = torch.sign(known.to(torch.float64).mean(dim=0))  # shape: (d,)
     # The f - 1 supporters: w1 + noise_i, noise_i uniform in the ball of radius epsilon
@@ -232,19 +245,46 @@ def fang_krum_search(
         noise = (z / z.norm(dim=1, keepdim=True) * (epsilon * u ** (1.0 / d))).cpu()
     s, noise = s.to(benign.device), noise.to(benign.device)
     known_rows = known.to(dtype=benign.dtype, device=benign.device)
+    k = known_rows.shape[0]
 
-    num_tried = 0
-    while True:
-        num_tried += 1
+    def supporters(lam: float) -> torch.Tensor:
         w1 = -lam * s  # shape: (d,)
-        crafted = torch.cat([w1[None, :], w1[None, :] + noise]).to(benign.dtype)  # (f, d)
-        result = check(torch.cat([known_rows, crafted]))  # shape: (k + f, d)
-        selected = _crafted_selected(result, crafted, known_rows.shape[0])
-        if selected or lam / 2.0 < threshold:
+        return torch.cat([w1[None, :], w1[None, :] + noise]).to(benign.dtype)  # (f, d)
+
+    if knowledge == "full":
+        # Equation 2: the server's Krum over the benign rows and the f crafted rows.
+        lam = lam_init = fang_krum_lambda_bound(known, f, n)
+        check = aggregator or functools.partial(krum, num_malicious=f)
+        lam, selected, num_tried = _search_lambda(
+            lam,
+            threshold,
+            check,
+            lambda x: (torch.cat([known_rows, supporters(x)]), supporters(x)),
+            k,
+        )
+        return FangKrumSearch(
+            supporters(lam), lam=lam, lam_init=lam_init, selected=selected, num_tried=num_tried
+        )
+    # Equation 4: Krum over the k own updates and m copies of w1 (the paper's w2' = w1'),
+    # m = 1 first, one more copy each time no lambda above the threshold is selected.
+    num_tried, lam_init = 0, None
+    for m in range(1, f + 1):
+        rows = k + m
+        told = _partial_told(rows, f)
+        lam = fang_krum_lambda_bound(known, told, rows)  # Theorem 1 on the simulated Krum
+        lam_init = lam if lam_init is None else lam_init
+        check = aggregator or functools.partial(krum, num_malicious=told)
+
+        def copies(x: float, m: int = m) -> tuple[torch.Tensor, torch.Tensor]:
+            crafted = (-x * s).to(benign.dtype)[None, :].expand(m, -1)  # shape: (m, d)
+            return torch.cat([known_rows, crafted]), crafted
+
+        lam, selected, tried = _search_lambda(lam, threshold, check, copies, k)
+        num_tried += tried
+        if selected:
             break
-        lam /= 2.0
     return FangKrumSearch(
-        crafted, lam=lam, lam_init=lam_init, selected=selected, num_tried=num_tried
+        supporters(lam), lam=lam, lam_init=float(lam_init), selected=selected, num_tried=num_tried
     )
 
 
@@ -274,15 +314,18 @@ def fang_krum(
     ``threshold`` (1e-5): then the last lambda tried (the smallest ``>= threshold``) is used,
     not selected. At least one lambda is always tried. ``fang_krum_search`` reports ``lam``.
 
-    Variant. Full knowledge (the paper's default): all ``n - f`` benign updates; the check is
-    ``strategies.krum.krum(num_malicious=f)`` on ``n`` rows, the server's Krum. Partial
-    knowledge (the paper's variant): the malicious clients' own honest updates (``own``, or
-    ``benign`` when ``own`` is None) stand in for the benign ones, in ``s``, in the bound and
-    in the check (the bound keeps the true n and f and counts neighbours among the k own
-    updates, ``fang_krum_lambda_bound``); the check runs on ``k + f`` rows (usually ``2f``),
-    where Krum told f would break its precondition ``rows > 2f + 2``, so the default check
-    tells it ``min(f, (k + f - 3) // 2)`` (``f - 2`` for ``k = f``). ``epsilon = 0`` makes the
-    supporters exact copies of ``w1`` and needs no generator.
+    Variant. Full knowledge (the paper's default, its Equation 2): all ``n - f`` benign
+    updates; the check is ``strategies.krum.krum(num_malicious=f)`` on ``n`` rows (the benign
+    ones and the ``f`` crafted ones), the server's Krum. Partial knowledge (the paper's
+    Equation 4 and the search after it): the malicious clients' own honest updates (``own``,
+    or ``benign`` when ``own`` is None, ``k`` of them) stand in for the benign ones, in ``s``
+    and in the check, which is Krum over the ``k`` own updates and ``m`` exact copies of
+    ``w1``: ``m = 1`` first, and one more copy whenever no lambda down to ``threshold`` is
+    selected (the paper adds ``w2' = w1'``, then more), up to ``m = f``. On ``k + m`` rows
+    Krum told f would break its precondition ``rows > 2f + 2``, so the simulated Krum is told
+    ``min(f, (k + m - 3) // 2)``, and each ``m``'s search starts at Theorem 1's bound for
+    that simulated Krum (``fang_krum_lambda_bound`` with ``n = k + m`` and that f).
+    ``epsilon = 0`` makes the supporters exact copies of ``w1`` and needs no generator.
 
     Breakdown: the attack wins Krum's selection when the benign updates are spread widely
     relative to their mean (noisy, non-IID clients); when they sit tightly around a mean far
@@ -309,9 +352,9 @@ def fang_krum(
     threshold : float (default: 1e-5)
         The search stops before lambda falls below this, > 0.
     aggregator : Callable[[torch.Tensor], Aggregate] | None (default: None)
-        The rule the check simulates, called on the stacked ``(k + f, d)`` rows, e.g.
-        ``functools.partial(strategies.krum.krum, num_malicious=f)`` (the default in full
-        knowledge).
+        The rule the check simulates, called on the stacked rows (full knowledge: the ``k``
+        benign and ``f`` crafted ones; partial: the ``k`` own ones and ``m`` copies of
+        ``w1``). Default: Krum told f (full), or told ``min(f, (k + m - 3) // 2)`` (partial).
     generator : torch.Generator | None (default: None)
         Source of the supporters' noise; required when ``f >= 2`` and ``epsilon > 0``.
 

@@ -158,15 +158,48 @@ def test_krum_partial_knowledge_uses_only_the_own_updates() -> None:
         torch.randn(3, d, dtype=torch.float64), f, n, own=own, knowledge="partial", generator=gen(3)
     )
     assert torch.equal(a.updates, b.updates) and a.lam == b.lam
-    # s and the bound come from the own updates (with the true n and f)
-    assert a.lam_init == pytest.approx(loop_lambda_bound(own.numpy(), f, n), rel=1e-10)
+    # s and the bound come from the own updates; the first search (one copy of w1 among
+    # the f own updates: the paper's Equation 4) starts at Theorem 1's bound for the
+    # simulated Krum on f + 1 rows, told (f + 1 - 3) // 2
+    told = (f + 1 - 3) // 2
+    assert a.lam_init == pytest.approx(loop_lambda_bound(own.numpy(), told, f + 1), rel=1e-10)
     torch.testing.assert_close(a.updates[0], -a.lam * torch.sign(own.mean(dim=0)), rtol=0, atol=0)
     # own=None: partial knowledge uses `benign` as the own updates
     c = fang_krum_search(own, f, n, knowledge="partial", generator=gen(3))
     assert torch.equal(a.updates, c.updates)
-    # the simulated check (own + crafted, Krum told f - 2) selected a crafted row
-    told = krum(torch.cat([own, a.updates]), num_malicious=f - 2)
-    assert a.selected and int(told.weights.argmax()) >= f
+    # some number m of copies of w1 among the own updates makes the simulated Krum pick it
+    w1 = a.updates[0]
+    picked = [
+        int(
+            krum(
+                torch.cat([own, w1.expand(m, -1)]), num_malicious=(f + m - 3) // 2
+            ).weights.argmax()
+        )
+        >= f
+        for m in range(1, f + 1)
+    ]
+    assert a.selected and any(picked)
+
+
+def test_krum_partial_knowledge_adds_copies_of_w1_until_selected() -> None:
+    own = spread_benign(k=5, d=12)
+    f, k = 4, 5
+
+    def needs_three_copies(rows: torch.Tensor) -> Aggregate:
+        return Aggregate(update=rows[-1 if rows.shape[0] >= k + 3 else 0].clone())
+
+    r = fang_krum_search(
+        own, f, 20, knowledge="partial", aggregator=needs_three_copies, threshold=1e-3,
+        generator=gen(0),
+    )  # fmt: skip
+    assert r.selected
+    # m = 1 and m = 2 found nothing; m = 3 is selected at its first lambda, its own bound
+    assert r.lam == pytest.approx(fang_krum_lambda_bound(own, (k + 3 - 3) // 2, k + 3))
+    first = fang_krum_lambda_bound(own, (k + 1 - 3) // 2, k + 1)
+    assert r.lam_init == pytest.approx(first)
+    halvings = lambda lam: math.floor(math.log2(lam / 1e-3)) + 1  # noqa: E731
+    second = fang_krum_lambda_bound(own, (k + 2 - 3) // 2, k + 2)
+    assert r.num_tried == halvings(first) + halvings(second) + 1
 
 
 def test_krum_aggregator_keyword_defines_the_check() -> None:
@@ -338,7 +371,7 @@ BAD_CALLS = [
     (lambda: fang_krum(torch.ones(5, 2), 3, 8, epsilon=0.0), r"krum needs n > 2f \+ 2"),
     (
         lambda: fang_krum(torch.ones(1, 2), 1, 9, knowledge="partial"),
-        r"simulates Krum on k \+ f = 2 rows",
+        r"simulates Krum on 2 rows \(f=1\)",
     ),
     (lambda: fang_trimmed_mean(torch.ones(6, 2), 1, 7), "needs generator=torch.Generator"),
     (lambda: fang_trimmed_mean(torch.ones(6, 2), 0, 6), "needs generator=torch.Generator"),

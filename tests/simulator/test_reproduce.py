@@ -75,6 +75,9 @@ def test_list_names_every_table_with_its_setting(capsys: pytest.CaptureFixture[s
         t = table.load(name)
         assert f"\n{name}\n" in f"\n{out}"
         assert t.table in out and t.data in out
+        if t.minutes is not None:
+            assert f"{t.minutes:g} min on 2 cores" in out and t.time_note in out
+    assert any(table.load(name).minutes is not None for name in table.available())
 
 
 # --- table files: bad input names the key ---------------------------------------------------
