@@ -139,15 +139,17 @@ def check_cells(cells: Sequence[Cell]) -> dict[tuple[str, str], list[bool]]:
     return done
 
 
-def run_cell(cell: Cell, logs: Path) -> tuple[Cell, int, float]:
-    """One cell's sweep as a child process; its output goes to a log file."""
+def run_cell(cell: Cell, logs: Path, parallel: int = 1) -> tuple[Cell, int, float]:
+    """One cell's sweep as a child process (``parallel`` seeds at once); its output goes to
+    a log file."""
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{cell.directory.parent.name}_{cell.directory.name}.log"
+    command = cell.command(parallel)
     start = time.monotonic()
     with log.open("a", encoding="utf-8") as handle:
-        handle.write("$ " + shlex.join(cell.command()) + "\n")
+        handle.write("$ " + shlex.join(command) + "\n")
         handle.flush()
-        code = subprocess.call(cell.command(), stdout=handle, stderr=subprocess.STDOUT)
+        code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT)
     return cell, code, time.monotonic() - start
 
 
@@ -183,8 +185,9 @@ def run_all(cells: Sequence[Cell], todo: Sequence[Cell], jobs: int, logs: Path) 
 
     if not todo:
         return failures
-    # The first cell alone: a failure every cell shares (data not found, say) stops here.
-    if not report(1, *run_cell(todo[0], logs)) and skipped_reason(todo[0]):
+    # The first cell alone, its seeds side by side: a failure every cell shares (data not
+    # found, say) stops here.
+    if not report(1, *run_cell(todo[0], logs, jobs)) and skipped_reason(todo[0]):
         print(f"{PROG}: stopped after the first cell: its runs were skipped", file=sys.stderr)
         return failures
     with ThreadPoolExecutor(max_workers=jobs) as pool:

@@ -32,8 +32,15 @@ class Cell:
     def run_dir(self, seed: int) -> Path:
         return self.directory / f"seed_{seed}"
 
-    def command(self) -> list[str]:
-        """The ``oleander -m`` sweep over this cell's seeds (as a Python module call)."""
+    def command(self, parallel: int = 1) -> list[str]:
+        """The ``oleander -m`` sweep over this cell's seeds (as a Python module call);
+        ``parallel > 1`` runs that many seeds at once (Hydra's joblib launcher), unless the
+        overrides already choose a launcher."""
+        launcher = []
+        chosen = any(override_key(o) == "hydra/launcher" for o in self.overrides)
+        if parallel > 1 and len(self.seeds) > 1 and not chosen:
+            jobs = min(parallel, len(self.seeds))
+            launcher = ["hydra/launcher=local", f"hydra.launcher.n_jobs={jobs}"]
         return [
             sys.executable,
             "-m",
@@ -41,6 +48,7 @@ class Cell:
             "-m",
             *self.overrides,
             *QUIET,
+            *launcher,
             f"seed={','.join(str(s) for s in self.seeds)}",
             f"hydra.sweep.dir={self.directory}",
             "hydra.sweep.subdir=seed_${seed}",

@@ -226,3 +226,13 @@ def test_reproduce_runs_judges_and_resumes(
     assert "4 of 4 cells already finished; running 0" in capsys.readouterr().out
     with (out / "reproduction.csv").open() as handle:
         assert list(csv.DictReader(handle)) == found
+
+
+def test_seeds_run_side_by_side_only_when_asked(tmp_path: Path) -> None:
+    t = table.parse(TOY, tmp_path / "t.yaml")
+    cell = grid.cells(t, tmp_path)[0]
+    assert "hydra/launcher=local" not in cell.command()
+    assert {"hydra/launcher=local", "hydra.launcher.n_jobs=2"} <= set(cell.command(4))
+    own = grid.cells(t, tmp_path, extra=("hydra/launcher=basic",))[0]
+    assert "hydra/launcher=local" not in own.command(4)  # the user's launcher is kept
+    assert "seed=0,1" in cell.command() and f"hydra.sweep.dir={cell.directory}" in cell.command()
