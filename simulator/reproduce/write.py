@@ -47,6 +47,11 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _band(paper: float, band: float) -> str:
+    """The band around a paper value, within [0, 1] (every metric here is a rate)."""
+    return f"{max(0.0, paper - band):.2f}-{min(1.0, paper + band):.2f}"
+
+
 def _ours(result: CellResult) -> str:
     if result.mean is None:
         return "-"
@@ -63,8 +68,8 @@ def csv_rows(results: Sequence[CellResult], band: float) -> list[dict[str, objec
             "oleander_mean": r.mean,
             "oleander_std": r.std,
             "seeds": len(r.values),
-            "band_low": None if r.paper is None else r.paper - band,
-            "band_high": None if r.paper is None else r.paper + band,
+            "band_low": None if r.paper is None else max(0.0, r.paper - band),
+            "band_high": None if r.paper is None else min(1.0, r.paper + band),
             "verdict": r.verdict,
             "runs": r.runs,
         }
@@ -124,7 +129,7 @@ def markdown(table: Table, results: Sequence[CellResult], how: Invocation) -> st
         "| --- | --- | ---: | ---: | :---: | --- |",
     ]
     for r in results:
-        band = "-" if r.paper is None else f"{r.paper - table.band:.2f}-{r.paper + table.band:.2f}"
+        band = "-" if r.paper is None else _band(r.paper, table.band)
         lines.append(
             f"| {r.row} | {r.column} | {_num(r.paper)} | {_ours(r)} | {band} | {r.verdict} |"
         )
