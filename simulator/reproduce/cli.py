@@ -12,6 +12,7 @@ the same command resumes an interrupted reproduction and rewrites the verdicts.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -155,8 +156,6 @@ def run_cell(cell: Cell, logs: Path, parallel: int = 1) -> tuple[Cell, int, floa
 
 def skipped_reason(cell: Cell) -> str | None:
     """Why a cell's runs were skipped (their skipped.json), if every seed was."""
-    import json
-
     reasons = []
     for seed in cell.seeds:
         try:
