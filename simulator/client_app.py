@@ -292,3 +292,25 @@ def make_client_app(spec: ClientSpec, mods: list[Mod] | None = None) -> Oleander
         return protocol.train_reply(message, state, len(data.y), stats["train_loss"])
 
     return app
+
+
+# The ClientApp Flower's runtimes load (pyproject.toml: clientapp = "simulator.client_app:app").
+app = ClientApp()
+
+
+@functools.lru_cache(maxsize=2)
+def _app_for(run_config_key: str) -> OleanderClientApp:
+    """This process's ClientApp for a run config (one per run: built once, then reused)."""
+    from simulator import experiment, run_config
+
+    cfg, _ = run_config.compose_run(json.loads(run_config_key))
+    return make_client_app(experiment.client_spec(cfg))
+
+
+def _delegate(message: Message, context: Context) -> Message:
+    key = json.dumps(dict(context.run_config), sort_keys=True)
+    return _app_for(key)(message, context)
+
+
+app.query()(_delegate)
+app.train()(_delegate)

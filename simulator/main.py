@@ -14,7 +14,6 @@ import json
 import logging
 import platform
 import sys
-import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -25,10 +24,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from simulator import __version__, checkpoint
+from simulator import __version__
 from simulator.config import ConfigError, validate
 from simulator.preflight import CONFIG_DIR, CONFIG_NAME, fail, preflight
-from simulator.schema import build, own_parameters
+from simulator.schema import build
 
 log = logging.getLogger("oleander")
 # Keys that change how a run is executed or shown, never its numbers.
@@ -60,7 +59,7 @@ def quiet_libraries(verbose: bool) -> None:
     # failure is recorded in rounds.csv instead.
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.CRITICAL)
     # Flower's link state sets up SQLAlchemy/alembic, which log at INFO through the root.
-    for name in ("alembic", "sqlalchemy", "ray", "filelock", "datasets", "fsspec"):
+    for name in ("alembic", "sqlalchemy", "ray", "filelock", "datasets", "fsspec", "httpx"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
@@ -75,176 +74,38 @@ def simulate(
     """Run one simulation described by ``cfg``, writing into ``output_dir``; its summary.
 
     ``client_mods`` are Flower ClientApp mods added to every client (tests use them to
-    stand in for clients that misbehave).
+    stand in for clients that misbehave); engines that run the apps in Flower's own
+    processes cannot take them.
     """
-    import torch
-
-    from simulator.adversary import Adversary
-    from simulator.client_app import ClientSpec, make_client_app
-    from simulator.components import (
-        attack_inputs,
-        build_defence,
-        defence_name,
-        federation_spec,
-        threat_model,
-        train_config,
-    )
-    from simulator.federation import load_federation
+    from simulator import experiment
+    from simulator.client_app import make_client_app
     from simulator.interrupt import StopRequest
-    from simulator.models import build_model
-    from simulator.progress import RoundProgress
-    from simulator.results import RunRecorder, backdoor_lifespan
-    from simulator.seeding import Stream, derive_seed, torch_generator
-    from simulator.server_app import Checkpointer, ServerPlan, make_server_app, root_update_fn
-    from simulator.strategy import OleanderStrategy
+    from simulator.server_app import make_server_app
 
-    started = time.perf_counter()
     validate(cfg)
-    digest = config_digest(cfg)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for stale in output_dir.glob(".*.tmp"):  # left by a write a kill cut short
-        stale.unlink(missing_ok=True)
-    quiet_libraries(cfg.verbose)
-    torch.set_num_threads(cfg.torch_threads)
-    container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-
-    spec = federation_spec(cfg)
-    federation = load_federation(spec)
-    data = federation.data
-    initial_model = build_model(
-        build("model", cfg.model), data.input_shape, data.num_classes,
-        derive_seed(cfg.seed, Stream.MODEL),
-    )  # fmt: skip
-    attack = build("attack", cfg.attack)
-    threat = threat_model(cfg)
-    poisoning = attack if threat.site == "client" else None
-    if poisoning is not None:  # what the clients derive too (edge-case examples)
-        try:
-            poisoning.prepare(
-                data.train.x, data.train.y, torch_generator(cfg.seed, Stream.EDGE_CASE)
-            )
-        except ValueError as error:  # "key=value: constraint", found only with the data
-            raise ConfigError(f"attack.{error}") from None
-    client_spec = ClientSpec(
-        federation=spec,
-        model=own_parameters("model", container["model"]),
-        seed=cfg.seed,
-        threat=threat,
-        device=cfg.device,
-        torch_threads=cfg.torch_threads,
-        poison=own_parameters("attack", container["attack"]) if poisoning else None,
-        failure_rate=cfg.faults.client_failure_rate,
-    )
-    progress = RoundProgress(cfg.num_rounds, enabled=cfg.progress)
-    recorder = RunRecorder(
-        output_dir,
-        cfg.num_rounds,
-        on_round=progress.update,
-        malicious=threat.malicious,
-        fake=threat.fake,
-        attacking=threat.active,
-    )
-    recipe = train_config(cfg)
-    server_inputs: dict[str, Any] = {}
-    if federation.root is not None:
-        server_inputs["server_update"] = root_update_fn(
-            initial_model, federation.root, recipe, cfg.seed, cfg.device
-        )
-
-    def build_strategy(node_to_client: dict[int, int]) -> Any:
-        adversary = None
-        if threat.site == "adversary" and threat.malicious:
-            inputs = attack_inputs(cfg, data.input_shape, data.num_classes)
-            adversary = Adversary(attack, threat, cfg.seed, inputs=inputs)
-        return OleanderStrategy(
-            build_defence(cfg, threat, server_inputs),
-            node_to_client=node_to_client,
-            clients_per_round=cfg.clients_per_round,
-            seed=cfg.seed,
-            adversary=adversary,
-            observer=recorder,
-            device=cfg.device,
-        )
-
-    plan = ServerPlan(
-        initial_model=initial_model,
-        test=data.test,
-        num_clients=threat.total_clients,  # the real clients, then the fake ones
-        num_rounds=cfg.num_rounds,
-        train_config=recipe,
-        build_strategy=build_strategy,
-        on_evaluated=recorder.on_evaluated,
-        device=cfg.device,
-        eval_batch_size=cfg.eval_batch_size,
-        success=None if poisoning is None else poisoning.success_examples(data.test.x, data.test.y),
-        checkpoint=Checkpointer(
-            output_dir / checkpoint.FILENAME, cfg.checkpoint_every, digest, recorder
-        )
-        if cfg.checkpoint_every
-        else None,
-    )
-    stop = StopRequest()
-    plan.stop = stop
     engine = build("engine", cfg.engine)
+    if hasattr(engine, "submit"):  # a Flower runtime that runs the apps in its own processes
+        if client_mods:
+            raise ConfigError(f"engine={cfg.engine.name}: client mods run only in-process")
+        quiet_libraries(cfg.verbose)
+        return engine.submit(cfg, Path(output_dir))
+    run = experiment.prepare(cfg, output_dir)
+    stop = StopRequest()
+    run.plan.stop = stop
     # The inline engine's workers wait while the server evaluates: it may use their cores.
     # (Evaluation with more threads can differ from one thread in the last float bits.)
     workers = int(getattr(engine, "workers", 0) or 0)
-    plan.eval_threads = max(cfg.torch_threads, workers) if workers else None
-    log.info(
-        "%s: %d clients%s (%d per round), %d rounds, %s on %s, engine %s -> %s",
-        data.name,
-        cfg.num_clients,
-        f" + {threat.fake_clients} fake" if threat.fake_clients else "",
-        cfg.clients_per_round,
-        cfg.num_rounds,
-        defence_name(cfg),
-        cfg.model.name,
-        cfg.engine.name,
-        output_dir,
-    )
-    with stop, progress:
+    run.plan.eval_threads = max(cfg.torch_threads, workers) if workers else None
+    experiment.announce(run)
+    with stop, run.progress:
         engine.run(
-            make_server_app(plan),
-            functools.partial(make_client_app, client_spec, mods=list(client_mods)),
-            threat.total_clients,
+            make_server_app(run.plan),
+            functools.partial(make_client_app, run.client_spec, mods=list(client_mods)),
+            run.plan.num_clients,
             verbose=cfg.verbose,
             device=cfg.device,
         )
-    summary = recorder.summary(
-        {
-            "seed": cfg.seed,
-            "config_digest": digest,
-            "versions": versions(),
-            "engine": cfg.engine.name,
-            "dataset": data.name,
-            "strategy": cfg.strategy.name,
-            "pre_aggregation": cfg.pre.name,
-            "detection": cfg.detect.name,
-            "num_malicious_told": threat.num_malicious_told,
-            "model": cfg.model.name,
-            "num_clients": cfg.num_clients,
-            "fake_clients": threat.fake_clients,
-            "clients_per_round": cfg.clients_per_round,
-            "threat_model": threat.summary(),
-            "data_note": data.note,
-        }
-    )
-    summary["backdoor_lifespan"] = backdoor_lifespan(
-        recorder.rounds, threat.stop_round, cfg.attack.lifespan_threshold
-    )
-    summary["wall_seconds"] = time.perf_counter() - min(started, recorder.started)
-    recorder.write_summary(summary)
-    (output_dir / checkpoint.FILENAME).unlink(missing_ok=True)  # finished: summary.json says so
-    log.info(
-        "final accuracy %.4f (best %.4f at round %s) in %.1f s; results in %s",
-        summary["final_accuracy"] or float("nan"),
-        summary["best_accuracy"] or float("nan"),
-        summary["best_round"],
-        summary["wall_seconds"],
-        output_dir,
-    )
-    return summary
+    return experiment.finish(run)
 
 
 def finished_summary(output_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:

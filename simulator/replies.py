@@ -73,8 +73,14 @@ def unpack_train_replies(
     failures: dict[int, str] = {}
     rejected: dict[int, str] = {}
     asked = set(sampled)
+    unanswered: list[str] = []  # error replies from no client's node
     for message in replies:
         client = node_to_client.get(message.metadata.src_node_id)
+        if client is None and message.has_error():
+            # The SuperLink's own error reply for a node that left: its client is the
+            # sampled one that never answered (below).
+            unanswered.append(message.error.reason)
+            continue
         if client is None or client not in asked or client in rows:
             # Not a node this round asked, or a second reply: never aggregated.
             key = -1 if client is None else client
@@ -88,6 +94,10 @@ def unpack_train_replies(
             rows[client] = (slot, *read_train_reply(message.content, layout, buffer[slot]))
         except ValueError as err:
             rejected[client] = str(err)
+    for client in sampled:  # asked, but no reply came back before the round's timeout
+        if client not in rows and client not in failures and client not in rejected:
+            reason = unanswered.pop(0) if unanswered else "the round timed out"
+            failures[client] = f"no reply: {reason}"
     order = sorted(rows)  # results never depend on reply order
     slots = [rows[c][0] for c in order]
     # Replies usually arrive in client order: then no gather is needed.

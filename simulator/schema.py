@@ -124,12 +124,21 @@ class InlineEngineSchema:
 
 @dataclass
 class RayEngineSchema:
-    _target_: str = "simulator.engines.ray.RayEngine"
+    _target_: str = "simulator.engines.superlink.RayEngine"
     name: str = "ray"
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     address: str | None = None
-    init_args: dict[str, Any] = field(default_factory=dict)
+    superlink: str | None = None
+    timeout: float = 86400.0
+
+
+@dataclass
+class DeploymentEngineSchema:
+    _target_: str = "simulator.engines.superlink.DeploymentEngine"
+    name: str = "deployment"
+    superlink: str | None = None
+    timeout: float = 86400.0
 
 
 @dataclass
@@ -221,6 +230,7 @@ SCHEMAS: dict[str, tuple[str | None, Any]] = {
     "char_lstm": ("schema/model", CharLSTMSchema),
     "inline": ("schema/engine", InlineEngineSchema),
     "ray": ("schema/engine", RayEngineSchema),
+    "deployment": ("schema/engine", DeploymentEngineSchema),
     **{group: (f"schema/{group}", settings) for group, settings in SETTINGS.items()},
 }
 

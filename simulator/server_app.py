@@ -216,3 +216,41 @@ def run_server(grid: Grid, plan: ServerPlan) -> Any:
         train_config=protocol.train_config_record(plan.train_config),
         evaluate_fn=evaluate_fn,
     )
+
+
+# The ServerApp Flower's runtimes load (pyproject.toml: serverapp = "simulator.server_app:app").
+app = ServerApp()
+
+
+@app.main()
+def flower_main(grid: Grid, context: Context) -> None:
+    """Run the experiment the Flower run config describes (``simulator.run_config``).
+
+    Used by ``flwr run`` and by the ray and deployment engines: the run's files go to
+    the run config's ``output-dir`` on the machine that runs this ServerApp, one log
+    line per round goes to Flower's log stream (``flwr run --stream``, ``flwr log``).
+    """
+    from simulator import experiment, run_config
+    from simulator.config import ConfigError
+
+    if not log.handlers:  # Flower's process configures only Flower's own logger
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("oleander: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    try:
+        cfg, run_dir = run_config.compose_run(context.run_config)
+    except (ConfigError, ValueError) as error:
+        log.error("error: %s", error)
+        raise SystemExit(2) from None
+    output_dir = run_config.output_dir_of(context.run_config, run_dir)
+    run = experiment.prepare(cfg, output_dir, progress=False)
+
+    def report(server_round: int, accuracy: float) -> None:
+        log.info("round %d/%d: accuracy %.4f", server_round, cfg.num_rounds, accuracy)
+
+    run.recorder.on_round = report
+    experiment.announce(run)
+    run_server(grid, run.plan)
+    experiment.finish(run)

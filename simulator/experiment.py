@@ -1,0 +1,220 @@
+"""One run, in three steps any engine can share: ``prepare``, run the apps, ``finish``.
+
+``prepare`` loads the data, builds the model, the threat model, the ServerPlan and the
+ClientSpec from a config; an engine then runs the ServerApp over its clients; ``finish``
+writes the summary. The in-process engines call all three in the ``oleander`` process;
+on Flower's own runtimes (``flwr run``, the ray and deployment engines) the ServerApp
+calls them in the process Flower starts for it (``simulator.server_app.app``), and
+``client_spec`` rebuilds the same ClientSpec in every ClientApp process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from simulator import checkpoint
+from simulator.adversary import Adversary
+from simulator.client_app import ClientSpec
+from simulator.components import (
+    attack_inputs,
+    build_defence,
+    defence_name,
+    federation_spec,
+    threat_model,
+    train_config,
+)
+from simulator.config import ConfigError, validate
+from simulator.federation import Federation, load_federation
+from simulator.main import config_digest, quiet_libraries, versions
+from simulator.models import build_model
+from simulator.progress import RoundProgress
+from simulator.results import RunRecorder, backdoor_lifespan
+from simulator.schema import build, own_parameters
+from simulator.seeding import Stream, derive_seed, torch_generator
+from simulator.server_app import Checkpointer, ServerPlan, root_update_fn
+from simulator.strategy import OleanderStrategy
+
+log = logging.getLogger("oleander")
+
+
+def client_spec(cfg: DictConfig) -> ClientSpec:
+    """What every client needs, from the config alone (the same in every process)."""
+    container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    attack = build("attack", cfg.attack)
+    threat = threat_model(cfg)
+    poisoning = attack if threat.site == "client" else None
+    return ClientSpec(
+        federation=federation_spec(cfg),
+        model=own_parameters("model", container["model"]),
+        seed=cfg.seed,
+        threat=threat,
+        device=cfg.device,
+        torch_threads=cfg.torch_threads,
+        poison=own_parameters("attack", container["attack"]) if poisoning else None,
+        failure_rate=cfg.faults.client_failure_rate,
+    )
+
+
+@dataclass
+class PreparedRun:
+    """A run ready for an engine: the ServerApp's plan, the clients' spec, the recorder."""
+
+    cfg: DictConfig
+    output_dir: Path
+    digest: str
+    plan: ServerPlan
+    client_spec: ClientSpec
+    recorder: RunRecorder
+    progress: RoundProgress
+    federation: Federation
+    started: float
+
+
+def prepare(cfg: DictConfig, output_dir: Path, *, progress: bool | None = None) -> PreparedRun:
+    """Validate ``cfg``, load the data and build everything the apps need to run it.
+
+    ``progress`` overrides ``cfg.progress`` (a ServerApp in a process of Flower's has no
+    terminal to draw on).
+    """
+    started = time.perf_counter()
+    validate(cfg)
+    digest = config_digest(cfg)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for stale in output_dir.glob(".*.tmp"):  # left by a write a kill cut short
+        stale.unlink(missing_ok=True)
+    quiet_libraries(cfg.verbose)
+    torch.set_num_threads(cfg.torch_threads)
+
+    spec = client_spec(cfg)
+    federation = load_federation(spec.federation)
+    data = federation.data
+    initial_model = build_model(
+        build("model", cfg.model), data.input_shape, data.num_classes,
+        derive_seed(cfg.seed, Stream.MODEL),
+    )  # fmt: skip
+    attack = build("attack", cfg.attack)
+    threat = spec.threat
+    poisoning = attack if threat.site == "client" else None
+    if poisoning is not None:  # what the clients derive too (edge-case examples)
+        try:
+            poisoning.prepare(
+                data.train.x, data.train.y, torch_generator(cfg.seed, Stream.EDGE_CASE)
+            )
+        except ValueError as error:  # "key=value: constraint", found only with the data
+            raise ConfigError(f"attack.{error}") from None
+    shown = cfg.progress if progress is None else progress
+    round_progress = RoundProgress(cfg.num_rounds, enabled=shown)
+    recorder = RunRecorder(
+        output_dir,
+        cfg.num_rounds,
+        on_round=round_progress.update,
+        malicious=threat.malicious,
+        fake=threat.fake,
+        attacking=threat.active,
+    )
+    recipe = train_config(cfg)
+    server_inputs: dict[str, Any] = {}
+    if federation.root is not None:
+        server_inputs["server_update"] = root_update_fn(
+            initial_model, federation.root, recipe, cfg.seed, cfg.device
+        )
+
+    def build_strategy(node_to_client: dict[int, int]) -> Any:
+        adversary = None
+        if threat.site == "adversary" and threat.malicious:
+            inputs = attack_inputs(cfg, data.input_shape, data.num_classes)
+            adversary = Adversary(attack, threat, cfg.seed, inputs=inputs)
+        return OleanderStrategy(
+            build_defence(cfg, threat, server_inputs),
+            node_to_client=node_to_client,
+            clients_per_round=cfg.clients_per_round,
+            seed=cfg.seed,
+            adversary=adversary,
+            observer=recorder,
+            device=cfg.device,
+        )
+
+    plan = ServerPlan(
+        initial_model=initial_model,
+        test=data.test,
+        num_clients=threat.total_clients,  # the real clients, then the fake ones
+        num_rounds=cfg.num_rounds,
+        train_config=recipe,
+        build_strategy=build_strategy,
+        on_evaluated=recorder.on_evaluated,
+        device=cfg.device,
+        eval_batch_size=cfg.eval_batch_size,
+        success=None if poisoning is None else poisoning.success_examples(data.test.x, data.test.y),
+        checkpoint=Checkpointer(
+            output_dir / checkpoint.FILENAME, cfg.checkpoint_every, digest, recorder
+        )
+        if cfg.checkpoint_every
+        else None,
+    )
+    return PreparedRun(
+        cfg, output_dir, digest, plan, spec, recorder, round_progress, federation, started
+    )
+
+
+def announce(run: PreparedRun) -> None:
+    """The one line that says what is about to run, and where its results go."""
+    cfg, threat = run.cfg, run.client_spec.threat
+    log.info(
+        "%s: %d clients%s (%d per round), %d rounds, %s on %s, engine %s -> %s",
+        run.federation.data.name,
+        cfg.num_clients,
+        f" + {threat.fake_clients} fake" if threat.fake_clients else "",
+        cfg.clients_per_round,
+        cfg.num_rounds,
+        defence_name(cfg),
+        cfg.model.name,
+        cfg.engine.name,
+        run.output_dir,
+    )
+
+
+def finish(run: PreparedRun) -> dict[str, Any]:
+    """Write ``summary.json`` for a run whose rounds are done; the summary."""
+    cfg, threat, recorder = run.cfg, run.client_spec.threat, run.recorder
+    summary = recorder.summary(
+        {
+            "seed": cfg.seed,
+            "config_digest": run.digest,
+            "versions": versions(),
+            "engine": cfg.engine.name,
+            "dataset": run.federation.data.name,
+            "strategy": cfg.strategy.name,
+            "pre_aggregation": cfg.pre.name,
+            "detection": cfg.detect.name,
+            "num_malicious_told": threat.num_malicious_told,
+            "model": cfg.model.name,
+            "num_clients": cfg.num_clients,
+            "fake_clients": threat.fake_clients,
+            "clients_per_round": cfg.clients_per_round,
+            "threat_model": threat.summary(),
+            "data_note": run.federation.data.note,
+        }
+    )
+    summary["backdoor_lifespan"] = backdoor_lifespan(
+        recorder.rounds, threat.stop_round, cfg.attack.lifespan_threshold
+    )
+    summary["wall_seconds"] = time.perf_counter() - min(run.started, recorder.started)
+    recorder.write_summary(summary)
+    (run.output_dir / checkpoint.FILENAME).unlink(missing_ok=True)  # finished: summary.json says so
+    log.info(
+        "final accuracy %.4f (best %.4f at round %s) in %.1f s; results in %s",
+        summary["final_accuracy"] or float("nan"),
+        summary["best_accuracy"] or float("nan"),
+        summary["best_round"],
+        summary["wall_seconds"],
+        run.output_dir,
+    )
+    return summary
