@@ -32,7 +32,7 @@ from simulator.schema import build, own_parameters
 
 log = logging.getLogger("oleander")
 # Keys that change how a run is executed or shown, never its numbers.
-NON_RESULT_KEYS = ("engine", "progress", "verbose", "checkpoint_every")
+NON_RESULT_KEYS = ("engine", "progress", "verbose", "checkpoint_every", "logger")
 
 
 def config_digest(cfg: DictConfig) -> str:
@@ -66,16 +66,24 @@ def quiet_libraries(verbose: bool) -> None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Hydra's run: ``simulate`` into Hydra's output directory."""
-    return simulate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_config = HydraConfig.get()
+    multirun = hydra_config.mode == RunMode.MULTIRUN
+    sweep_dir = Path(hydra_config.sweep.dir) if multirun else None
+    return simulate(cfg, Path(hydra_config.runtime.output_dir), sweep_dir=sweep_dir)
 
 
 def simulate(
-    cfg: DictConfig, output_dir: Path, *, client_mods: Sequence[Any] = ()
+    cfg: DictConfig,
+    output_dir: Path,
+    *,
+    client_mods: Sequence[Any] = (),
+    sweep_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run one simulation described by ``cfg``, writing into ``output_dir``; its summary.
 
     ``client_mods`` are Flower ClientApp mods added to every client (tests use them to
-    stand in for clients that misbehave).
+    stand in for clients that misbehave); ``sweep_dir``: the sweep the run is a point of
+    (its tracked run is grouped by it).
     """
     import torch
 
@@ -97,6 +105,7 @@ def simulate(
     from simulator.seeding import Stream, derive_seed, torch_generator
     from simulator.server_app import Checkpointer, ServerPlan, make_server_app, root_update_fn
     from simulator.strategy import OleanderStrategy
+    from simulator.tracking import open_tracker
 
     started = time.perf_counter()
     validate(cfg)
@@ -137,6 +146,9 @@ def simulate(
         failure_rate=cfg.faults.client_failure_rate,
     )
     progress = RoundProgress(cfg.num_rounds, enabled=cfg.progress)
+    # logger=...: a tracked run beside the run's files; it opens at the first round, and
+    # its failure is one warning (the with-block below ends it as failed if the run stops)
+    tracker = open_tracker(cfg, output_dir, sweep_dir)
     recorder = RunRecorder(
         output_dir,
         cfg.num_rounds,
@@ -144,6 +156,7 @@ def simulate(
         malicious=threat.malicious,
         fake=threat.fake,
         attacking=threat.active,
+        on_row=tracker.log_round,
     )
     recipe = train_config(cfg)
     server_inputs: dict[str, Any] = {}
@@ -203,7 +216,7 @@ def simulate(
         cfg.engine.name,
         output_dir,
     )
-    with stop, progress:
+    with stop, progress, tracker:
         engine.run(
             make_server_app(plan),
             functools.partial(make_client_app, client_spec, mods=list(client_mods)),
@@ -235,6 +248,7 @@ def simulate(
     )
     summary["wall_seconds"] = time.perf_counter() - min(started, recorder.started)
     recorder.write_summary(summary)
+    tracker.finish(summary)
     (output_dir / checkpoint.FILENAME).unlink(missing_ok=True)  # finished: summary.json says so
     log.info(
         "final accuracy %.4f (best %.4f at round %s) in %.1f s; results in %s",
