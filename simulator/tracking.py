@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from simulator.checks import is_int
+from simulator.checks import check_int
 
 log = logging.getLogger("oleander")
 
@@ -194,15 +194,10 @@ class MlflowLogger(Logger):
         request_timeout: int = 10,
         request_retries: int = 2,
     ) -> None:
-        for key, value in (("request_timeout", request_timeout),
-                           ("request_retries", request_retries)):  # fmt: skip
-            if not is_int(value) or value < (1 if key == "request_timeout" else 0):
-                bound = 1 if key == "request_timeout" else 0
-                raise ValueError(f"{key}={value}: must be an integer >= {bound}")
         self.tracking_uri = tracking_uri
         self.experiment = experiment
-        self.request_timeout = request_timeout
-        self.request_retries = request_retries
+        self.request_timeout = check_int("request_timeout", request_timeout, 1)
+        self.request_retries = check_int("request_retries", request_retries, 0)
         self.client: Any = None
         self.run_id: str | None = None
 
