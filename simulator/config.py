@@ -383,8 +383,17 @@ def _check(cfg: DictConfig) -> None:
         except ValueError as error:
             raise ConfigError(str(error).splitlines()[0], combination=True) from None
     _build("engine", cfg.engine)
+    _check_logger(cfg)
     _check_defence(cfg, threat)
     _check_attack(cfg, threat, dataset)
+
+
+def _check_logger(cfg: DictConfig) -> None:
+    """The logger's settings, and its library installed (found without importing it)."""
+    logger = _build("logger", cfg.logger)
+    missing = logger.missing_package() if logger is not None else None
+    if missing:
+        raise ConfigError(f"logger={cfg.logger.name}: {missing}")
 
 
 def _check_fake_clients(cfg: DictConfig, threat: ThreatModel) -> None:

@@ -40,6 +40,7 @@ from simulator.schema import build, own_parameters
 from simulator.seeding import Stream, derive_seed, torch_generator
 from simulator.server_app import Checkpointer, ServerPlan, root_update_fn
 from simulator.strategy import OleanderStrategy
+from simulator.tracking import Tracker, open_tracker
 
 log = logging.getLogger("oleander")
 
@@ -75,13 +76,20 @@ class PreparedRun:
     progress: RoundProgress
     federation: Federation
     started: float
+    tracker: Tracker
 
 
-def prepare(cfg: DictConfig, output_dir: Path, *, progress: bool | None = None) -> PreparedRun:
+def prepare(
+    cfg: DictConfig,
+    output_dir: Path,
+    *,
+    progress: bool | None = None,
+    sweep_dir: Path | None = None,
+) -> PreparedRun:
     """Validate ``cfg``, load the data and build everything the apps need to run it.
 
     ``progress`` overrides ``cfg.progress`` (a ServerApp in a process of Flower's has no
-    terminal to draw on).
+    terminal to draw on); ``sweep_dir`` groups the run's tracked run (``logger=``).
     """
     started = time.perf_counter()
     validate(cfg)
@@ -112,6 +120,9 @@ def prepare(cfg: DictConfig, output_dir: Path, *, progress: bool | None = None) 
             raise ConfigError(f"attack.{error}") from None
     shown = cfg.progress if progress is None else progress
     round_progress = RoundProgress(cfg.num_rounds, enabled=shown)
+    # logger=...: a tracked run beside the run's files; it opens at the first round, and
+    # its failure is one warning (entering it as a context ends it as failed if the run stops)
+    tracker = open_tracker(cfg, output_dir, sweep_dir)
     recorder = RunRecorder(
         output_dir,
         cfg.num_rounds,
@@ -119,6 +130,7 @@ def prepare(cfg: DictConfig, output_dir: Path, *, progress: bool | None = None) 
         malicious=threat.malicious,
         fake=threat.fake,
         attacking=threat.active,
+        on_row=tracker.log_round,
     )
     recipe = train_config(cfg)
     server_inputs: dict[str, Any] = {}
@@ -160,7 +172,7 @@ def prepare(cfg: DictConfig, output_dir: Path, *, progress: bool | None = None) 
         else None,
     )
     return PreparedRun(
-        cfg, output_dir, digest, plan, spec, recorder, round_progress, federation, started
+        cfg, output_dir, digest, plan, spec, recorder, round_progress, federation, started, tracker
     )
 
 
@@ -208,6 +220,7 @@ def finish(run: PreparedRun) -> dict[str, Any]:
     )
     summary["wall_seconds"] = time.perf_counter() - min(run.started, recorder.started)
     recorder.write_summary(summary)
+    run.tracker.finish(summary)
     (run.output_dir / checkpoint.FILENAME).unlink(missing_ok=True)  # finished: summary.json says so
     log.info(
         "final accuracy %.4f (best %.4f at round %s) in %.1f s; results in %s",

@@ -31,7 +31,7 @@ from simulator.schema import build
 
 log = logging.getLogger("oleander")
 # Keys that change how a run is executed or shown, never its numbers.
-NON_RESULT_KEYS = ("engine", "progress", "verbose", "checkpoint_every")
+NON_RESULT_KEYS = ("engine", "progress", "verbose", "checkpoint_every", "logger")
 
 
 def config_digest(cfg: DictConfig) -> str:
@@ -65,17 +65,25 @@ def quiet_libraries(verbose: bool) -> None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Hydra's run: ``simulate`` into Hydra's output directory."""
-    return simulate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_config = HydraConfig.get()
+    multirun = hydra_config.mode == RunMode.MULTIRUN
+    sweep_dir = Path(hydra_config.sweep.dir) if multirun else None
+    return simulate(cfg, Path(hydra_config.runtime.output_dir), sweep_dir=sweep_dir)
 
 
 def simulate(
-    cfg: DictConfig, output_dir: Path, *, client_mods: Sequence[Any] = ()
+    cfg: DictConfig,
+    output_dir: Path,
+    *,
+    client_mods: Sequence[Any] = (),
+    sweep_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run one simulation described by ``cfg``, writing into ``output_dir``; its summary.
 
     ``client_mods`` are Flower ClientApp mods added to every client (tests use them to
     stand in for clients that misbehave); engines that run the apps in Flower's own
-    processes cannot take them.
+    processes cannot take them. ``sweep_dir``: the sweep the run is a point of (its
+    tracked run, ``logger=``, is grouped by it).
     """
     from simulator import experiment
     from simulator.client_app import make_client_app
@@ -88,8 +96,8 @@ def simulate(
         if client_mods:
             raise ConfigError(f"engine={cfg.engine.name}: client mods run only in-process")
         quiet_libraries(cfg.verbose)
-        return engine.submit(cfg, Path(output_dir))
-    run = experiment.prepare(cfg, output_dir)
+        return engine.submit(cfg, Path(output_dir), sweep_dir=sweep_dir)
+    run = experiment.prepare(cfg, output_dir, sweep_dir=sweep_dir)
     stop = StopRequest()
     run.plan.stop = stop
     # The inline engine's workers wait while the server evaluates: it may use their cores.
@@ -97,7 +105,7 @@ def simulate(
     workers = int(getattr(engine, "workers", 0) or 0)
     run.plan.eval_threads = max(cfg.torch_threads, workers) if workers else None
     experiment.announce(run)
-    with stop, run.progress:
+    with stop, run.progress, run.tracker:
         engine.run(
             make_server_app(run.plan),
             functools.partial(make_client_app, run.client_spec, mods=list(client_mods)),

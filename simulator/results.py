@@ -238,8 +238,10 @@ class RunRecorder:
         malicious: frozenset[int] = frozenset(),
         fake: frozenset[int] = frozenset(),
         attacking: Callable[[int], bool] = lambda server_round: True,
+        on_row: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.on_row = on_row  # receives each rounds.csv row once it is written
         # Rounds inside the attack window: outside it nobody attacks, so detection counts
         # every client as benign there (flags are false alarms).
         self.attacking = attacking
@@ -320,6 +322,8 @@ class RunRecorder:
             row["round_seconds"] = time.perf_counter() - self._round_start
         self.rounds.append(row)
         self._write_tables()
+        if self.on_row is not None:
+            self.on_row(dict(row))
         if self.on_round is not None:
             self.on_round(server_round, accuracy)
 

@@ -7,6 +7,7 @@ A Flower run carries a flat run config from the app's ``pyproject.toml``
   same experiment as ``oleander strategy=krum attack=alie``;
 - ``output-dir``: where the ServerApp writes the run's files (empty: Hydra's run
   directory, ``outputs/<date>/<time>``, under the ServerApp's working directory);
+- ``sweep-dir``: the sweep the run is a point of (groups its tracked run, ``logger=``);
 - ``config``: the whole resolved config as JSON, which Oleander's own ray and deployment
   engines send so that every process runs exactly what ``oleander`` composed (it wins
   over ``overrides``).
@@ -27,17 +28,28 @@ from omegaconf import DictConfig, OmegaConf
 
 OVERRIDES = "overrides"
 OUTPUT_DIR = "output-dir"
+SWEEP_DIR = "sweep-dir"
 CONFIG = "config"
 
 
-def run_config_for(cfg: DictConfig, output_dir: Path) -> dict[str, str]:
-    """The run config that makes a Flower run of ``cfg`` write into ``output_dir``."""
+def run_config_for(
+    cfg: DictConfig, output_dir: Path, sweep_dir: Path | None = None
+) -> dict[str, str]:
+    """The run config that makes a Flower run of ``cfg`` write into ``output_dir``
+    (``sweep_dir``: the sweep it is a point of, which groups its tracked run)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     return {
         OVERRIDES: "",
         OUTPUT_DIR: str(Path(output_dir).resolve()),
+        SWEEP_DIR: str(Path(sweep_dir).resolve()) if sweep_dir is not None else "",
         CONFIG: json.dumps(container, sort_keys=True),
     }
+
+
+def sweep_dir_of(run_config: Mapping[str, Any]) -> Path | None:
+    """The sweep directory a run config names, if any."""
+    chosen = str(run_config.get(SWEEP_DIR, "") or "")
+    return Path(chosen) if chosen else None
 
 
 def overrides_of(run_config: Mapping[str, Any]) -> list[str]:

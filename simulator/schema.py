@@ -23,7 +23,9 @@ from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 # The swappable concerns, in the order of the primary config's defaults list.
-GROUPS = ("dataset", "partition", "model", "strategy", "pre", "detect", "attack", "engine")
+GROUPS = (
+    "dataset", "partition", "model", "strategy", "pre", "detect", "attack", "engine", "logger",
+)  # fmt: skip
 # Groups of the command line that only change what the run is called or how it is shown.
 EXTRA_GROUPS = ("experiment", "debug")
 # Upper bounds that hold on every machine, so a config valid here is valid where a sweep
@@ -142,6 +144,41 @@ class DeploymentEngineSchema:
 
 
 @dataclass
+class LoggerSchema:
+    """``logger=csv``: the run's own files only (written whatever the logger)."""
+
+    _target_: str = "simulator.tracking.Logger"
+    name: str = "csv"
+
+
+@dataclass
+class TensorBoardLoggerSchema:
+    _target_: str = "simulator.tracking.TensorBoardLogger"
+    name: str = "tensorboard"
+    log_dir: str | None = None
+
+
+@dataclass
+class MlflowLoggerSchema:
+    _target_: str = "simulator.tracking.MlflowLogger"
+    name: str = "mlflow"
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    request_timeout: int = 10
+    request_retries: int = 2
+
+
+@dataclass
+class WandbLoggerSchema:
+    _target_: str = "simulator.tracking.WandbLogger"
+    name: str = "wandb"
+    project: str = "oleander"
+    entity: str | None = None
+    mode: str = "offline"
+    dir: str | None = None
+
+
+@dataclass
 class FaultsSchema:
     """Faults injected on purpose, to see a rule and the simulator survive them."""
 
@@ -160,6 +197,7 @@ class OleanderConfig:
     detect: Any = MISSING
     attack: Any = MISSING
     engine: Any = MISSING
+    logger: Any = MISSING
     seed: int = 0
     num_clients: int = 10
     clients_per_round: int = 10
@@ -205,7 +243,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "detect": {"name": "none"},
 }
 # Settings of the typed groups that are labels, not constructor parameters.
-LABELS = {"partition": ("name",), "model": ("name",), "engine": ("name",)}
+LABELS = {"partition": ("name",), "model": ("name",), "engine": ("name",), "logger": ("name",)}
 # Keys of the first release's nested layout, and where their contents live now.
 # Settings renamed since the first release: old key -> the key and values now.
 RENAMED = {"strategy.weight_by_examples": "strategy.weighting=examples|uniform"}
@@ -231,6 +269,10 @@ SCHEMAS: dict[str, tuple[str | None, Any]] = {
     "inline": ("schema/engine", InlineEngineSchema),
     "ray": ("schema/engine", RayEngineSchema),
     "deployment": ("schema/engine", DeploymentEngineSchema),
+    "csv": ("schema/logger", LoggerSchema),
+    "tensorboard": ("schema/logger", TensorBoardLoggerSchema),
+    "mlflow": ("schema/logger", MlflowLoggerSchema),
+    "wandb": ("schema/logger", WandbLoggerSchema),
     **{group: (f"schema/{group}", settings) for group, settings in SETTINGS.items()},
 }
 

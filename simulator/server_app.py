@@ -245,12 +245,14 @@ def flower_main(grid: Grid, context: Context) -> None:
         log.error("error: %s", error)
         raise SystemExit(2) from None
     output_dir = run_config.output_dir_of(context.run_config, run_dir)
-    run = experiment.prepare(cfg, output_dir, progress=False)
+    sweep_dir = run_config.sweep_dir_of(context.run_config)
+    run = experiment.prepare(cfg, output_dir, progress=False, sweep_dir=sweep_dir)
 
     def report(server_round: int, accuracy: float) -> None:
         log.info("round %d/%d: accuracy %.4f", server_round, cfg.num_rounds, accuracy)
 
     run.recorder.on_round = report
     experiment.announce(run)
-    run_server(grid, run.plan)
+    with run.tracker:
+        run_server(grid, run.plan)
     experiment.finish(run)

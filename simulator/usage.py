@@ -22,7 +22,8 @@ WHAT = {
     "pre": "pre-aggregation in front of the rule",
     "detect": "detection in front of the rule: flagged clients leave the round",
     "attack": "what malicious clients do (its parameters: attack.<parameter>)",
-    "engine": "how messages reach the clients",
+    "engine": "how messages reach the clients: in-process, Flower's runtimes",
+    "logger": "experiment tracking beside the run's own files",
     "experiment": "a preset (its header says what it reproduces)",
     "debug": "a small, fast run to try a change",
 }

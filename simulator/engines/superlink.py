@@ -226,7 +226,9 @@ class SuperLinkEngine:
         return []
 
     # ---------------------------------------------------------------------------------
-    def submit(self, cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    def submit(
+        self, cfg: DictConfig, output_dir: Path, sweep_dir: Path | None = None
+    ) -> dict[str, Any]:
         """Run ``cfg`` on the SuperLink; its summary, once ``output_dir`` holds it."""
         from simulator.main import config_digest
         from simulator.progress import RoundProgress
@@ -261,7 +263,7 @@ class SuperLinkEngine:
                 self.start_nodes(processes, port, num_nodes, home)
                 address = f"{HOST}:{port}"
             _connection_config(home, address)
-            folder = app_dir(home, run_config.run_config_for(cfg, output_dir))
+            folder = app_dir(home, run_config.run_config_for(cfg, output_dir, sweep_dir))
             log.info(
                 "%s engine: SuperLink %s, %d %s; Flower's logs in %s",
                 cfg.engine.name,

@@ -48,7 +48,7 @@ def checks(max_examples: int) -> settings:
     )
 
 
-GROUPS = ("dataset", "partition", "model", "strategy", "pre", "detect", "attack", "engine")
+GROUPS = ("dataset", "partition", "model", "strategy", "pre", "detect", "attack", "engine", "logger")
 OPTIONS = {group: group_entries(group) for group in GROUPS}
 DEFAULT = compose_config()
 # The training examples of the default data set (digits, test_fraction 0.25): neither the

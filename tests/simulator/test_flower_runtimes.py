@@ -1,0 +1,241 @@
+"""Flower's own runtimes: `flwr run` of the project, engine=deployment, engine=ray.
+
+The end-to-end tests bring up real Flower processes on loopback (a SuperLink, SuperNodes,
+Flower's ServerApp and ClientApp processes) and compare what they record with the inline
+engine's run of the same config: the same seeded clients, so the same accuracies and,
+to float rounding (the inline engine trains honest clients as one batch), the same losses.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import tomli
+
+from simulator.engines.superlink import (
+    DeploymentEngine,
+    RayEngine,
+    app_dir,
+    descendants,
+    free_port,
+)
+from simulator.main import simulate
+from simulator.preflight import check_point
+from simulator.run_config import compose_run, output_dir_of, run_config_for
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+DEPLOYMENT = ("num_clients=3", "num_rounds=2", "attack=sign_flip", "malicious_fraction=0.34",
+              "progress=false")  # fmt: skip
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _assert_same_run(remote: Path, inline: Path) -> None:
+    """Same accuracies and client records; losses equal to float rounding."""
+    a, b = _rows(remote / "rounds.csv"), _rows(inline / "rounds.csv")
+    assert [r["round"] for r in a] == [r["round"] for r in b]
+    for x, y in zip(a, b, strict=True):
+        assert x["test_accuracy"] == y["test_accuracy"]
+        assert float(x["test_loss"]) == pytest.approx(float(y["test_loss"]), rel=1e-5)
+        for key in ("clients_trained", "malicious_sampled", "failures"):
+            assert x[key] == y[key]
+    keys = ("round", "client", "malicious", "num_examples", "weight", "flagged")
+    clients_a = [{k: r[k] for k in keys} for r in _rows(remote / "clients.csv")]
+    clients_b = [{k: r[k] for k in keys} for r in _rows(inline / "clients.csv")]
+    assert clients_a == clients_b
+
+
+def _flower_processes() -> list[int]:
+    """Flower processes below this test process (none may outlive a run)."""
+    found = []
+    for pid in descendants(os.getpid()):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"flower-" in command or b"flwr" in command:
+            found.append(pid)
+    return found
+
+
+# Run config and app bundle -------------------------------------------------------------
+def test_a_run_config_carries_the_whole_config_and_the_output_dir(tmp_path: Path) -> None:
+    cfg = check_point(["strategy=krum", "attack=alie", "malicious_fraction=0.2"])
+    run_config = run_config_for(cfg, tmp_path / "out")
+    again, _ = compose_run(run_config)
+    assert again == cfg
+    assert output_dir_of(run_config, "") == (tmp_path / "out").resolve()
+
+
+def test_overrides_in_a_run_config_compose_as_on_the_command_line() -> None:
+    overrides = "strategy=krum attack=alie malicious_fraction=0.2 'dataset.test_fraction=0.3'"
+    cfg, run_dir = compose_run({"overrides": overrides, "output-dir": "", "config": ""})
+    assert cfg == check_point(["strategy=krum", "attack=alie", "malicious_fraction=0.2",
+                               "dataset.test_fraction=0.3"])  # fmt: skip
+    assert run_dir.startswith("outputs/")
+    assert output_dir_of({"output-dir": ""}, run_dir) == Path(run_dir).resolve()
+
+
+def test_bad_overrides_in_a_run_config_are_the_command_line_error() -> None:
+    from simulator.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"strategy=nope"):
+        compose_run({"overrides": "strategy=nope"})
+    with pytest.raises(ValueError, match="overrides="):
+        compose_run({"overrides": "strategy='krum"})
+
+
+def test_the_project_and_the_engines_bundle_are_valid_flower_apps(tmp_path: Path) -> None:
+    from flwr.common.config import validate_config
+
+    project = tomli.loads((REPO / "pyproject.toml").read_text())
+    ok, errors, _ = validate_config(project, check_module=True, project_dir=REPO)
+    assert ok, errors
+    assert set(project["tool"]["flwr"]["app"]["config"]) == {
+        "overrides", "output-dir", "sweep-dir", "config",
+    }  # fmt: skip
+    bundle = app_dir(tmp_path, {"overrides": "", "output-dir": "/x", "config": "{}"})
+    generated = tomli.loads((bundle / "pyproject.toml").read_text())
+    ok, errors, _ = validate_config(generated, check_module=True, project_dir=bundle)
+    assert ok, errors
+    assert generated["tool"]["flwr"]["app"]["config"]["output-dir"] == "/x"
+
+
+@pytest.mark.parametrize(
+    ("engine", "kwargs", "message"),
+    [
+        (DeploymentEngine, {"superlink": "localhost"}, "superlink='localhost': must be HOST:PORT"),
+        (DeploymentEngine, {"timeout": 0}, "timeout=0: must be > 0"),
+        (RayEngine, {"num_cpus": 0.5}, "num_cpus=0.5: Flower's simulation runtime takes whole"),
+        (RayEngine, {"num_gpus": -1}, "num_gpus=-1: must be >= 0"),
+    ],
+)
+def test_engine_settings_are_checked(engine: type, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        engine(**kwargs)
+
+
+def test_a_bad_engine_setting_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "simulator", "engine=deployment", "engine.superlink=nowhere",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("oleander: error: "), lines
+    assert "superlink='nowhere': must be HOST:PORT" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+# Real processes ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_deployment_gives_the_inline_numbers_and_stops_every_process(tmp_path: Path) -> None:
+    """3 SuperNodes, one of them malicious, 2 rounds, against the inline engine."""
+    cfg = check_point([*DEPLOYMENT, "engine=deployment"])
+    summary = simulate(cfg, tmp_path / "deployment")
+    simulate(check_point(list(DEPLOYMENT)), tmp_path / "inline")
+    assert summary["engine"] == "deployment" and summary["num_clients"] == 3
+    assert len(summary["threat_model"]["malicious_clients"]) == 1
+    _assert_same_run(tmp_path / "deployment", tmp_path / "inline")
+    logs = tmp_path / "deployment" / "flower"
+    assert sorted(p.name for p in logs.iterdir()) == [
+        "flwr-run.log", "superlink.log", "supernode-0.log", "supernode-1.log", "supernode-2.log",
+    ]  # fmt: skip
+    assert _flower_processes() == []
+
+
+@pytest.mark.slow
+def test_a_supernode_killed_mid_run_is_a_recorded_failure_and_the_run_finishes(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "killed"
+    cfg = check_point(["engine=deployment", "num_clients=3", "num_rounds=3", "progress=false"])
+    killed: list[int] = []
+
+    def kill_client_2_after_round_1() -> None:
+        rounds = out / "rounds.csv"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if rounds.exists() and len(rounds.read_text().splitlines()) >= 3:  # header, 0, 1
+                break
+            time.sleep(0.1)
+        for pid in descendants(os.getpid()):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(part.endswith(b"flower-supernode") for part in command) and (
+                b"partition-id=2 num-partitions=3" in command
+            ):
+                os.killpg(pid, signal.SIGKILL)  # the node and its ClientApp processes
+                killed.append(pid)
+
+    killer = threading.Thread(target=kill_client_2_after_round_1, daemon=True)
+    killer.start()
+    summary = simulate(cfg, out)
+    killer.join(timeout=10)
+    assert len(killed) == 1
+    rows = _rows(out / "rounds.csv")
+    assert [r["round"] for r in rows] == ["0", "1", "2", "3"]
+    assert rows[1]["failures"] == "0" and rows[1]["clients_trained"] == "3"
+    for row in rows[2:]:  # client 2 never answers again: a failure, not a crash
+        assert row["failures"] == "1" and row["clients_trained"] == "2"
+        assert row["rejected"] == "0"
+    assert summary["final_accuracy"] > 0.5
+    assert _flower_processes() == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (REPO / "pyproject.toml").is_file(), reason="needs the source tree: flwr run builds it"
+)
+def test_flwr_run_with_overrides_is_the_oleander_run(tmp_path: Path) -> None:
+    """The README's sequence: a SuperLink in simulation mode, then `flwr run .`."""
+    home, port = tmp_path / "flwr-home", free_port()
+    home.mkdir()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "local-sim"\n\n[superlink.local-sim]\n'
+        f'address = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
+    env = {**os.environ, "FLWR_HOME": str(home),
+           "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}  # fmt: skip
+    overrides = "num_rounds=2 strategy=median attack=sign_flip malicious_fraction=0.2"
+    superlink = subprocess.Popen(
+        [BIN / "flower-superlink", "--insecure", "--simulation",
+         "--disable-runtime-dependency-installation", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        result = subprocess.run(
+            [BIN / "flwr", "run", ".", "--stream", "--run-config",
+             f'overrides="{overrides}" output-dir="{tmp_path / "flwr"}"',
+             "--federation-config", "num-supernodes=10"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
+        )  # fmt: skip
+    finally:
+        for pid in [superlink.pid, *descendants(superlink.pid)]:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        superlink.wait(timeout=30)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "oleander: final accuracy" in result.stdout + result.stderr
+    simulate(check_point([*overrides.split(), "progress=false"]), tmp_path / "oleander")
+    _assert_same_run(tmp_path / "flwr", tmp_path / "oleander")
+    summary = json.loads((tmp_path / "flwr" / "summary.json").read_text())
+    assert summary["strategy"] == "median"
