@@ -48,7 +48,8 @@ def checks(max_examples: int) -> settings:
     )
 
 
-GROUPS = ("dataset", "partition", "model", "strategy", "pre", "detect", "attack", "engine", "logger")
+GROUPS = ("dataset", "partition", "model", "strategy", "pre", "detect", "attack", "engine",
+          "logger")  # fmt: skip
 OPTIONS = {group: group_entries(group) for group in GROUPS}
 DEFAULT = compose_config()
 # The training examples of the default data set (digits, test_fraction 0.25): neither the

@@ -8,6 +8,7 @@ to float rounding (the inline engine trains honest clients as one batch), the sa
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -228,10 +229,8 @@ def test_flwr_run_with_overrides_is_the_oleander_run(tmp_path: Path) -> None:
         )  # fmt: skip
     finally:
         for pid in [superlink.pid, *descendants(superlink.pid)]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         superlink.wait(timeout=30)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "oleander: final accuracy" in result.stdout + result.stderr
