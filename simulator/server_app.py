@@ -244,6 +244,8 @@ def flower_main(grid: Grid, context: Context) -> None:
     except (ConfigError, ValueError) as error:
         log.error("error: %s", error)
         raise SystemExit(2) from None
+    if run_dir:  # composed from `overrides`: a run `flwr run` submitted, not an engine
+        cfg.engine.name = "flwr-run"
     output_dir = run_config.output_dir_of(context.run_config, run_dir)
     sweep_dir = run_config.sweep_dir_of(context.run_config)
     run = experiment.prepare(cfg, output_dir, progress=False, sweep_dir=sweep_dir)

@@ -237,4 +237,4 @@ def test_flwr_run_with_overrides_is_the_oleander_run(tmp_path: Path) -> None:
     simulate(check_point([*overrides.split(), "progress=false"]), tmp_path / "oleander")
     _assert_same_run(tmp_path / "flwr", tmp_path / "oleander")
     summary = json.loads((tmp_path / "flwr" / "summary.json").read_text())
-    assert summary["strategy"] == "median"
+    assert summary["strategy"] == "median" and summary["engine"] == "flwr-run"
