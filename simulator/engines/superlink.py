@@ -29,7 +29,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,15 +187,21 @@ def _connection_config(home: Path, address: str) -> None:
 
 
 def _last_error(log_file: Path) -> str | None:
-    """The last ``oleander: error:`` line (or Flower's last error) in a run's log."""
+    """Why a run failed, from its ``flwr run`` log: Oleander's one-line error, the text of
+    the CLI's error box, or Flower's last ERROR line."""
     try:
         lines = log_file.read_text(errors="replace").splitlines()
     except OSError:
         return None
-    for marker in ("oleander: error:", "ERROR"):
-        for line in reversed(lines):
-            if marker in line:
-                return line.split(marker, 1)[1].strip(" :") or line
+    for line in reversed(lines):
+        if "oleander: error:" in line:
+            return line.split("oleander: error:", 1)[1].strip()
+    box = [line.strip("│ ") for line in lines if line.startswith("│")]
+    if box:
+        return " ".join(part for part in box if part)
+    for line in reversed(lines):
+        if "ERROR" in line:
+            return line.split("ERROR", 1)[1].strip(" :")
     return None
 
 
@@ -235,7 +243,6 @@ class SuperLinkEngine:
 
         output_dir = Path(output_dir).resolve()
         output_dir.mkdir(parents=True, exist_ok=True)
-        num_nodes = cfg.num_clients + cfg.fake_clients  # one node per client, fake ones too
         home = Path(tempfile.mkdtemp(prefix="oleander-flwr-"))
         env = {
             **os.environ,
@@ -247,38 +254,23 @@ class SuperLinkEngine:
         env.update(self.environment())
         processes = Processes(output_dir / "flower", env)
         progress = RoundProgress(cfg.num_rounds, enabled=cfg.progress)
-        try:
-            address = self.superlink
-            if address is None:
-                port = free_port()
-                processes.start(
-                    "superlink",
-                    [
-                        _tool("flower-superlink"), "--insecure", *self.superlink_args(),
-                        "--disable-runtime-dependency-installation",
-                        "--host", HOST, "--port", str(port),
-                    ],
-                )  # fmt: skip
-                self._wait_healthy(processes, port)
-                self.start_nodes(processes, port, num_nodes, home)
-                address = f"{HOST}:{port}"
-            _connection_config(home, address)
-            folder = app_dir(home, run_config.run_config_for(cfg, output_dir, sweep_dir))
-            log.info(
-                "%s engine: SuperLink %s, %d %s; Flower's logs in %s",
-                cfg.engine.name,
-                address,
-                num_nodes,
-                "simulated SuperNodes" if self.simulation else "SuperNodes",
-                processes.log_dir,
-            )
-            command = [_tool("flwr"), "run", str(folder), "oleander", "--stream"]
-            processes.start("flwr-run", [*command, *self.run_args(num_nodes)])
-            with progress:
-                self._follow(processes, output_dir, progress)
-        finally:
-            processes.stop()
-            shutil.rmtree(home, ignore_errors=True)
+        interrupted: int | None = None
+        with _signals_raise() as caught:
+            try:
+                self._start_and_follow(cfg, output_dir, sweep_dir, home, processes, progress)
+            except _Signalled as signalled:
+                interrupted = signalled.signum
+                if self.superlink is not None:  # a SuperLink that outlives us: stop the run
+                    _stop_run(processes, home)
+            finally:
+                for sig in caught:  # a second Ctrl-C must not cut the clean-up short
+                    signal.signal(sig, signal.SIG_IGN)
+                processes.stop()
+                shutil.rmtree(home, ignore_errors=True)
+        if interrupted is not None:
+            from simulator.interrupt import RunInterrupted
+
+            raise RunInterrupted(_rounds_done(output_dir), interrupted)
         summary_path = output_dir / "summary.json"
         try:
             summary = json.loads(summary_path.read_text())
@@ -290,6 +282,47 @@ class SuperLinkEngine:
         if summary.get("config_digest") != config_digest(cfg):
             raise DeploymentError(f"{summary_path} belongs to another config")
         return summary
+
+    def _start_and_follow(
+        self,
+        cfg: DictConfig,
+        output_dir: Path,
+        sweep_dir: Path | None,
+        home: Path,
+        processes: Processes,
+        progress: Any,
+    ) -> None:
+        num_nodes = cfg.num_clients + cfg.fake_clients  # one node per client, fake ones too
+        address = self.superlink
+        if address is None:
+            port = free_port()
+            processes.start(
+                "superlink",
+                [
+                    _tool("flower-superlink"), "--insecure", *self.superlink_args(),
+                    "--disable-runtime-dependency-installation",
+                    "--host", HOST, "--port", str(port),
+                ],
+            )  # fmt: skip
+            self._wait_healthy(processes, port)
+            self.start_nodes(processes, port, num_nodes, home)
+            address = f"{HOST}:{port}"
+        _connection_config(home, address)
+        folder = app_dir(home, run_config.run_config_for(cfg, output_dir, sweep_dir))
+        nodes = "simulated SuperNodes" if self.simulation else "SuperNodes"
+        log.info(
+            "%s engine: SuperLink %s (%s), %d %s; Flower's logs in %s",
+            cfg.engine.name,
+            address,
+            "started here" if self.superlink is None else "already running",
+            num_nodes,
+            nodes if self.superlink is None or self.simulation else f"{nodes} expected",
+            processes.log_dir,
+        )
+        command = [_tool("flwr"), "run", str(folder), "oleander", "--stream"]
+        processes.start("flwr-run", [*command, *self.run_args(num_nodes)])
+        with progress:
+            self._follow(processes, output_dir, progress)
 
     def _wait_healthy(self, processes: Processes, port: int) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -315,6 +348,57 @@ class SuperLinkEngine:
             shown = _show_rounds(rounds_csv, shown, progress)
             time.sleep(0.2)
         _show_rounds(rounds_csv, shown, progress)
+
+
+class _Signalled(BaseException):
+    """SIGINT or SIGTERM while a run is submitted: stop every process, keep the files."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[dict[int, Any]]:
+    """SIGINT and SIGTERM raise ``_Signalled`` inside the block (main thread only); it
+    yields the signals it handles, and restores their handlers on the way out."""
+    previous: dict[int, Any] = {}
+
+    def raise_signalled(signum: int, frame: Any) -> None:
+        raise _Signalled(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, raise_signalled)
+    handlers = dict(previous)
+    try:
+        yield previous
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _rounds_done(output_dir: Path) -> int:
+    """The last round rounds.csv records (0 if none)."""
+    try:
+        lines = (output_dir / "rounds.csv").read_text().splitlines()[1:]
+        return int(lines[-1].split(",")[0]) if lines else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def _stop_run(processes: Processes, home: Path) -> None:
+    """Ask the SuperLink to stop the submitted run (its id is in the ``flwr run`` log)."""
+    try:
+        text = (processes.log_dir / "flwr-run.log").read_text(errors="replace")
+        run_id = text.split("Successfully started run ", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            [_tool("flwr"), "stop", run_id, "oleander"],
+            env=processes.env, capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
 
 
 def _show_rounds(rounds_csv: Path, shown: int, progress: Any) -> int:

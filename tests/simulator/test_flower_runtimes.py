@@ -205,7 +205,8 @@ def test_a_supernode_killed_mid_run_is_a_recorded_failure_and_the_run_finishes(
     not (REPO / "pyproject.toml").is_file(), reason="needs the source tree: flwr run builds it"
 )
 def test_flwr_run_with_overrides_is_the_oleander_run(tmp_path: Path) -> None:
-    """The README's sequence: a SuperLink in simulation mode, then `flwr run .`."""
+    """The README's sequence: a SuperLink in simulation mode, then `flwr run .`; then
+    engine=ray submitting to that SuperLink."""
     home, port = tmp_path / "flwr-home", free_port()
     home.mkdir()
     (home / "config.toml").write_text(
@@ -227,6 +228,10 @@ def test_flwr_run_with_overrides_is_the_oleander_run(tmp_path: Path) -> None:
              "--federation-config", "num-supernodes=10"],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
         )  # fmt: skip
+        # The ray engine submits to the same running SuperLink (engine.superlink).
+        existing = check_point([*overrides.split(), "progress=false", "engine=ray",
+                                f"engine.superlink=127.0.0.1:{port}"])  # fmt: skip
+        submitted = simulate(existing, tmp_path / "submitted")
     finally:
         for pid in [superlink.pid, *descendants(superlink.pid)]:
             with contextlib.suppress(ProcessLookupError):
@@ -238,3 +243,41 @@ def test_flwr_run_with_overrides_is_the_oleander_run(tmp_path: Path) -> None:
     _assert_same_run(tmp_path / "flwr", tmp_path / "oleander")
     summary = json.loads((tmp_path / "flwr" / "summary.json").read_text())
     assert summary["strategy"] == "median" and summary["engine"] == "flwr-run"
+    assert submitted["engine"] == "ray"
+    _assert_same_run(tmp_path / "submitted", tmp_path / "oleander")
+    assert superlink.returncode is not None and _flower_processes() == []
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_stops_every_process_and_resumes(tmp_path: Path) -> None:
+    """SIGTERM mid-run: every Flower process goes, the checkpoint stays, and the same
+    command again finishes the run from it."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "simulator", "engine=ray", "num_rounds=4", "progress=false",
+               f"hydra.run.dir={out}"]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    seen: set[int] = set()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        seen.update(descendants(proc.pid))
+        rounds = out / "rounds.csv"
+        if rounds.exists() and len(rounds.read_text().splitlines()) >= 3:  # header, 0, 1
+            break
+        time.sleep(0.1)
+    seen.update(descendants(proc.pid))
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "its checkpoint is kept: run the same command again" in stderr
+    assert stderr.count("\n") <= 3, stderr  # a line, not a traceback
+    time.sleep(1)
+    alive = [pid for pid in seen if Path(f"/proc/{pid}").exists()
+             and b"zombie" not in Path(f"/proc/{pid}/status").read_bytes().lower()]  # fmt: skip
+    assert alive == [], [Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in alive]
+    assert not (out / "summary.json").exists() and (out / "checkpoint.pt").exists()
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming after round" in (out / "flower" / "flwr-run.log").read_text()
+    rounds = [r["round"] for r in _rows(out / "rounds.csv")]
+    assert rounds == ["0", "1", "2", "3", "4"]
