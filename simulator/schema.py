@@ -125,22 +125,20 @@ class InlineEngineSchema:
 
 
 @dataclass
-class RayEngineSchema:
-    _target_: str = "simulator.engines.superlink.RayEngine"
-    name: str = "ray"
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    address: str | None = None
-    superlink: str | None = None
-    timeout: float = 86400.0
-
-
-@dataclass
 class DeploymentEngineSchema:
     _target_: str = "simulator.engines.superlink.DeploymentEngine"
     name: str = "deployment"
     superlink: str | None = None
     timeout: float = 86400.0
+
+
+@dataclass
+class RayEngineSchema(DeploymentEngineSchema):
+    _target_: str = "simulator.engines.superlink.RayEngine"
+    name: str = "ray"
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    address: str | None = None
 
 
 @dataclass

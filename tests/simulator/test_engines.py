@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 
 from simulator.engines.inline import InlineGrid, node_ids_for, set_task_identity
+from tests.conftest import rows_of, run_oleander
 
 METRIC_COLUMNS = ("round", "test_accuracy", "test_loss", "train_loss", "clients_trained")
 
@@ -76,17 +74,9 @@ def test_inline_grid_delivers_messages_and_turns_exceptions_into_error_replies(
 
 def _run(tmp_path: Path, name: str, *overrides: str) -> tuple[list[dict[str, str]], dict]:
     out = tmp_path / name
-    result = subprocess.run(
-        [sys.executable, "-m", "simulator", f"hydra.run.dir={out}", *overrides],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_oleander(tmp_path, f"hydra.run.dir={out}", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
-    with open(out / "rounds.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = rows_of(out / "rounds.csv")
     summary = json.loads((out / "summary.json").read_text())
     return rows, summary
 

@@ -9,7 +9,6 @@ to float rounding (the inline engine trains honest clients as one batch), the sa
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import signal
@@ -32,6 +31,7 @@ from simulator.engines.superlink import (
 from simulator.main import simulate
 from simulator.preflight import check_point
 from simulator.run_config import compose_run, output_dir_of, run_config_for
+from tests.conftest import rows_of
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -41,14 +41,9 @@ DEPLOYMENT = ("num_clients=3", "num_rounds=2", "attack=neurotoxin", "malicious_f
               "progress=false")  # fmt: skip
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def _assert_same_run(remote: Path, inline: Path) -> None:
     """Same accuracies and client records; losses equal to float rounding."""
-    a, b = _rows(remote / "rounds.csv"), _rows(inline / "rounds.csv")
+    a, b = rows_of(remote / "rounds.csv"), rows_of(inline / "rounds.csv")
     assert [r["round"] for r in a] == [r["round"] for r in b]
     for x, y in zip(a, b, strict=True):
         assert x["test_accuracy"] == y["test_accuracy"]
@@ -56,8 +51,8 @@ def _assert_same_run(remote: Path, inline: Path) -> None:
         for key in ("clients_trained", "malicious_sampled", "failures", "attack_success_rate"):
             assert x[key] == y[key]
     keys = ("round", "client", "malicious", "num_examples", "weight", "flagged")
-    clients_a = [{k: r[k] for k in keys} for r in _rows(remote / "clients.csv")]
-    clients_b = [{k: r[k] for k in keys} for r in _rows(inline / "clients.csv")]
+    clients_a = [{k: r[k] for k in keys} for r in rows_of(remote / "clients.csv")]
+    clients_b = [{k: r[k] for k in keys} for r in rows_of(inline / "clients.csv")]
     assert clients_a == clients_b
 
 
@@ -193,7 +188,7 @@ def test_a_supernode_killed_mid_run_is_a_recorded_failure_and_the_run_finishes(
     summary = simulate(cfg, out)
     killer.join(timeout=10)
     assert len(killed) == 1
-    rows = _rows(out / "rounds.csv")
+    rows = rows_of(out / "rounds.csv")
     assert [r["round"] for r in rows] == ["0", "1", "2"]
     assert rows[1]["failures"] == "0" and rows[1]["clients_trained"] == "3"
     # Client 2 never answers again: a failure, not a crash; the round goes on without it.
@@ -282,5 +277,5 @@ def test_an_interrupted_run_stops_every_process_and_resumes(tmp_path: Path) -> N
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming after round" in (out / "flower" / "flwr-run.log").read_text()
-    rounds = [r["round"] for r in _rows(out / "rounds.csv")]
+    rounds = [r["round"] for r in rows_of(out / "rounds.csv")]
     assert rounds == ["0", "1", "2", "3", "4"]

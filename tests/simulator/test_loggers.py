@@ -8,10 +8,7 @@ import glob
 import json
 import logging
 import math
-import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +18,7 @@ from simulator.config import ConfigError, validate
 from simulator.main import simulate
 from simulator.preflight import check_point
 from simulator.tracking import TensorBoardLogger, open_tracker
-from tests.conftest import compose_config, rows_of
+from tests.conftest import compose_config, rows_of, run_oleander
 
 TINY = ("debug=tiny", "progress=false", "attack=sign_flip", "malicious_fraction=0.2",
         "strategy=krum")  # fmt: skip
@@ -323,14 +320,7 @@ def test_a_sweep_logs_one_run_per_point_in_one_experiment(tmp_path: Path) -> Non
     sweep = tmp_path / "multirun"
     args = ["-m", "debug=tiny", "seed=0,1", "progress=false", "logger=mlflow",
             f"hydra.sweep.dir={sweep}"]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "simulator", *args],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_oleander(tmp_path, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     points = sorted(p.name for p in sweep.iterdir() if (p / "summary.json").is_file())
     assert points == ["debug=tiny,seed=0", "debug=tiny,seed=1"]  # the logger names none

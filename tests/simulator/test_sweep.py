@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,20 +12,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from simulator.preflight import CONFIG_DIR, CONFIG_NAME
+from tests.conftest import run_oleander
 
 SWEEP = ["-m", "strategy=fedavg,median", "malicious_fraction=0,0.2", "attack=sign_flip",
          "num_rounds=2", "seed=0", "progress=false"]  # fmt: skip
 
 
-def _oleander(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "simulator", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+_oleander = run_oleander
 
 
 def _points(sweep: Path) -> dict[str, Path]:
