@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -275,6 +276,16 @@ class SuperLinkEngine:
         try:
             summary = json.loads(summary_path.read_text())
         except (OSError, ValueError):
+            stream = processes.log_dir / "flwr-run.log"
+            finished = self.superlink and remote_summary(stream, cfg, self.superlink)
+            if finished:  # the ServerApp ran on another machine and wrote its files there
+                log.info(
+                    "finished on %s; rounds.csv, clients.csv and summary.json are in %s "
+                    "on that machine",
+                    self.superlink,
+                    output_dir,
+                )
+                return finished
             reason = _last_error(processes.log_dir / "flwr-run.log") or "no summary.json written"
             raise DeploymentError(
                 f"the run on the SuperLink failed: {reason} (logs in {processes.log_dir})"
@@ -336,8 +347,9 @@ class SuperLinkEngine:
             time.sleep(0.1)
 
     def _follow(self, processes: Processes, output_dir: Path, progress: Any) -> None:
-        """Wait for ``flwr run --stream`` to end, showing rounds as rounds.csv grows."""
-        rounds_csv = output_dir / "rounds.csv"
+        """Wait for ``flwr run --stream`` to end, showing the rounds its log reports (the
+        ServerApp logs one line a round, on whichever machine it runs)."""
+        stream = processes.log_dir / "flwr-run.log"
         deadline = time.monotonic() + self.timeout
         shown = 0
         while "flwr-run" not in processes.exited():
@@ -345,9 +357,9 @@ class SuperLinkEngine:
                 raise DeploymentError("flower-superlink exited during the run")
             if time.monotonic() > deadline:
                 raise DeploymentError(f"the run took longer than timeout={self.timeout:.0f} s")
-            shown = _show_rounds(rounds_csv, shown, progress)
+            shown = _show_rounds(stream, shown, progress)
             time.sleep(0.2)
-        _show_rounds(rounds_csv, shown, progress)
+        _show_rounds(stream, shown, progress)
 
 
 class _Signalled(BaseException):
@@ -401,17 +413,40 @@ def _stop_run(processes: Processes, home: Path) -> None:
         )  # fmt: skip
 
 
-def _show_rounds(rounds_csv: Path, shown: int, progress: Any) -> int:
-    """Update ``progress`` with the rows of rounds.csv after the first ``shown``."""
+ROUND_LINE = re.compile(r"oleander: round (\d+)/\d+: accuracy ([0-9.naninf]+)")
+FINAL_LINE = re.compile(
+    r"oleander: final accuracy ([0-9.naninf]+) \(best ([0-9.naninf]+) at round (\w+)\)"
+)
+
+
+def _show_rounds(stream: Path, shown: int, progress: Any) -> int:
+    """Update ``progress`` with the rounds the log reports after the first ``shown``."""
     try:
-        lines = rounds_csv.read_text().splitlines()[1:]
+        rounds = ROUND_LINE.findall(stream.read_text(errors="replace"))
     except OSError:
         return shown
-    for line in lines[shown:]:
-        fields = line.split(",")
-        with contextlib.suppress(ValueError, IndexError):
-            progress.update(int(fields[0]), float(fields[1]))
-    return max(shown, len(lines))
+    for server_round, accuracy in rounds[shown:]:
+        progress.update(int(server_round), float(accuracy))
+    return max(shown, len(rounds))
+
+
+def remote_summary(stream: Path, cfg: DictConfig, address: str) -> dict[str, Any] | None:
+    """What the log of a run on another machine's SuperLink says (its files stay there)."""
+    try:
+        found = FINAL_LINE.findall(stream.read_text(errors="replace"))
+    except OSError:
+        return None
+    if not found:
+        return None
+    final, best, best_round = found[-1]
+    return {
+        "final_accuracy": float(final),
+        "best_accuracy": float(best),
+        "best_round": int(best_round) if best_round.isdigit() else None,
+        "engine": cfg.engine.name,
+        "superlink": address,
+        "files": "on the SuperLink's machine",
+    }
 
 
 class DeploymentEngine(SuperLinkEngine):

@@ -139,6 +139,34 @@ def test_a_bad_engine_setting_is_one_line_before_anything_starts(tmp_path: Path)
     assert not (tmp_path / "run").exists()
 
 
+def test_rounds_and_a_remote_result_are_read_from_the_run_log(tmp_path: Path) -> None:
+    """A SuperLink on another machine: progress and the result come from Flower's log
+    stream (the ServerApp's files stay on that machine)."""
+    from omegaconf import OmegaConf
+
+    from simulator.engines.superlink import _show_rounds, remote_summary
+
+    stream = tmp_path / "flwr-run.log"
+    stream.write_text("INFO: Starting logstream\noleander: round 0/2: accuracy 0.0533\n")
+    seen: list[tuple[int, float]] = []
+
+    class Progress:
+        def update(self, server_round: int, accuracy: float) -> None:
+            seen.append((server_round, accuracy))
+
+    shown = _show_rounds(stream, 0, Progress())
+    with open(stream, "a") as handle:
+        handle.write("oleander: round 1/2: accuracy 0.5\noleander: round 2/2: accuracy 0.75\n")
+        handle.write("oleander: final accuracy 0.7500 (best 0.7500 at round 2) in 3.0 s; ...\n")
+    _show_rounds(stream, shown, Progress())
+    assert seen == [(0, 0.0533), (1, 0.5), (2, 0.75)]
+    cfg = OmegaConf.create({"engine": {"name": "deployment"}})
+    summary = remote_summary(stream, cfg, "10.0.0.2:9095")
+    assert summary is not None
+    assert (summary["final_accuracy"], summary["best_round"]) == (0.75, 2)
+    assert remote_summary(tmp_path / "missing.log", cfg, "10.0.0.2:9095") is None
+
+
 # Real processes ------------------------------------------------------------------------
 @pytest.mark.slow
 def test_deployment_gives_the_inline_numbers_and_stops_every_process(tmp_path: Path) -> None:
