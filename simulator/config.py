@@ -17,16 +17,15 @@ import inspect
 import json
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import Container, DictConfig, OmegaConf
 
-from clients.attacks import KNOWLEDGE
 from simulator.checks import is_int, is_real
 from simulator.schema import (
     COHORT_MODES,
     GROUPS,
+    KNOWLEDGE,
     MAX_CLIENTS,
     MAX_THREADS,
     MAX_WORKERS,
@@ -38,7 +37,13 @@ from simulator.schema import (
     build,
     load_target,
 )
-from simulator.threat import ThreatModel, count_for
+
+if TYPE_CHECKING:
+    from simulator.threat import ThreatModel
+
+# torch, the attacks, the rules and the data sets are imported by the checks that build
+# them (after the checks of plain values): a command line with a typo, a wrong type or a
+# value out of range is answered without importing them (seconds on two cores).
 
 
 class ConfigError(ValueError):
@@ -144,6 +149,8 @@ def _check_device(device: str) -> None:
     if device == "cpu":
         return
     if device == "cuda" or device.startswith("cuda:"):
+        import torch
+
         if not torch.cuda.is_available():
             raise _fail("device", device, "CUDA is not available on this machine; use device=cpu")
         index = device.partition(":")[2]
@@ -222,12 +229,11 @@ def _given(node: DictConfig, key: str) -> Any:
 def _component_keys(group: str, node: DictConfig) -> list[str] | None:
     """The keys an entry of an open group may hold: the group's settings and the
     parameters its component takes; None when the component takes ``**kwargs``."""
-    from strategies.pipeline import accepted_keywords
-
     known = [*SETTINGS[group], "_target_", "_partial_"]
     target = node.get("_target_")
     if target is None:
         return known
+    from strategies.pipeline import accepted_keywords
     try:
         component = load_target(target)
     except ValueError as error:
@@ -243,15 +249,18 @@ def _component_keys(group: str, node: DictConfig) -> list[str] | None:
     return [*known, *sorted(keywords - RUN_KEYWORDS - {first})]
 
 
-def _check_known_keys(node: DictConfig, prefix: str = "") -> None:
+def _check_known_keys(node: DictConfig, prefix: str = "", *, open_groups: bool = True) -> None:
     """Refuse a key that no schema and no component has.
 
     Hydra adds a key given with ``+`` or ``++`` silently: at the top level it would be
     ignored (a typo such as ``+lrr=0.1`` runs with the default lr), in a group it would
     reach a constructor. The open groups' entries may hold their settings and the
-    parameters of their component.
+    parameters of their component (read from the component, which imports it: with
+    ``open_groups=False`` they are left to a later call).
     """
     group = prefix.rstrip(".")
+    if group in SETTINGS and not open_groups:
+        return
     if group in SETTINGS:
         known = _component_keys(group, node)
     else:
@@ -264,7 +273,7 @@ def _check_known_keys(node: DictConfig, prefix: str = "") -> None:
             raise ConfigError(unknown_key_message(f"{prefix}{key}", _given(node, key), node, known))
         child = node._get_node(key)
         if isinstance(child, DictConfig) and not prefix:
-            _check_known_keys(child, f"{prefix}{key}.")
+            _check_known_keys(child, f"{prefix}{key}.", open_groups=open_groups)
 
 
 _VALIDATED: set[str] = set()  # configs this process has found valid (see validate)
@@ -296,7 +305,8 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _check(cfg: DictConfig) -> None:
-    _check_known_keys(cfg)
+    # The plain values first: none of these checks imports torch or a component.
+    _check_known_keys(cfg, open_groups=False)
     for key, ok, constraint in _RULES:
         value = OmegaConf.select(cfg, key)
         if _applies(cfg, key) and not ok(value):
@@ -326,6 +336,10 @@ def _check(cfg: DictConfig) -> None:
             combination=True,
         )
     _check_window(cfg)
+    for group in (g for g in GROUPS if g in SETTINGS):  # keys read from the components
+        entry = cfg._get_node(group)
+        if isinstance(entry, DictConfig):
+            _check_known_keys(entry, f"{group}.")
     threat = _threat(cfg)
     if fake:
         _check_fake_clients(cfg, threat)
@@ -434,8 +448,11 @@ def _check_attack(cfg: DictConfig, threat: ThreatModel, dataset: Any) -> None:
     searches against the defence (``defend``) is given the run's defence, built for the
     stand-in rows. A poisoning must fit the data set's classes and images.
     """
+    import torch
+
     from simulator.adversary import Adversary, NoKnowledge
     from simulator.components import attack_site
+    from simulator.threat import count_for
     from strategies.pipeline import accepts
 
     attack = _build("attack", cfg.attack)
@@ -518,6 +535,8 @@ def _check_poisoning_fits_text(cfg: DictConfig, attack: Any, dataset: Any) -> No
 def _stand_in_defence(cfg: DictConfig, threat: ThreatModel, rows: int) -> Any:
     """The run's defence as ``defend`` for ``rows`` stand-in updates of 8 values (its
     checks ran before: ``_check_defence``)."""
+    import torch
+
     from simulator.components import build_defence
 
     inputs: dict[str, Any] = {}
@@ -607,6 +626,8 @@ def _check_defence(cfg: DictConfig, threat: ThreatModel) -> None:
     failure with f = 0 is a bad value; a failure only with the configured f is a
     combination (a sweep skips it).
     """
+    import torch
+
     from simulator.components import build_defence
 
     _build("pre", cfg.pre)  # constructor complaints name their own group
