@@ -234,6 +234,7 @@ def _component_keys(group: str, node: DictConfig) -> list[str] | None:
     if target is None:
         return known
     from strategies.pipeline import accepted_keywords
+
     try:
         component = load_target(target)
     except ValueError as error:
