@@ -294,19 +294,23 @@ def _validated_key(cfg: DictConfig) -> str | None:
 def validate(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first value that breaks a constraint; cheap, no data.
 
-    A config this process already found valid (the entry point checks it before Hydra
-    composes it again for the run) is not checked twice.
+    A config this process already found valid (the entry point checks it before the
+    run) is not checked twice.
     """
     key = _validated_key(cfg)
     if key is not None and key in _VALIDATED:
         return
-    _check(cfg)
+    check_values(cfg)
+    _check_components(cfg)
     if key is not None:
         _VALIDATED.add(key)
 
 
-def _check(cfg: DictConfig) -> None:
-    # The plain values first: none of these checks imports torch or a component.
+def check_values(cfg: DictConfig) -> None:
+    """The checks of ``validate`` that read the config alone: the keys of the top level
+    and the typed groups, every value's range, the constraints between values and the
+    attack window. None of them imports torch, Flower, the data libraries or a component,
+    so a typo or a value out of range is answered in the time Hydra takes to compose."""
     _check_known_keys(cfg, open_groups=False)
     for key, ok, constraint in _RULES:
         value = OmegaConf.select(cfg, key)
@@ -337,6 +341,23 @@ def _check(cfg: DictConfig) -> None:
             combination=True,
         )
     _check_window(cfg)
+    if not fake:  # with fake clients, their own complaint about the attack comes first
+        _check_attack_chosen(cfg)
+
+
+def _check_attack_chosen(cfg: DictConfig) -> None:
+    if cfg.malicious_fraction > 0 and cfg.attack.name == "none":
+        raise _fail(
+            "malicious_fraction",
+            cfg.malicious_fraction,
+            "needs an attack: choose one with attack=<name>",
+            combination=True,
+        )
+
+
+def _check_components(cfg: DictConfig) -> None:
+    """The checks that build the components (importing them and torch) and run them once."""
+    fake = cfg.fake_clients
     for group in (g for g in GROUPS if g in SETTINGS):  # keys read from the components
         entry = cfg._get_node(group)
         if isinstance(entry, DictConfig):
@@ -351,13 +372,7 @@ def _check(cfg: DictConfig) -> None:
             f"rounds to all {cfg.num_clients} clients; at least one must be honest",
             combination=True,
         )
-    if cfg.malicious_fraction > 0 and cfg.attack.name == "none":
-        raise _fail(
-            "malicious_fraction",
-            cfg.malicious_fraction,
-            "needs an attack: choose one with attack=<name>",
-            combination=True,
-        )
+    _check_attack_chosen(cfg)
     _check_device(cfg.device)
     dataset = _build("dataset", cfg.dataset)
     _checked("dataset", dataset.check)

@@ -13,7 +13,7 @@ import copy
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -23,7 +23,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from simulator.config import ConfigError, unknown_key_message, validate
+from simulator.config import ConfigError, check_values, unknown_key_message, validate
 from simulator.schema import GROUPS
 
 CONFIG_NAME = "config"
@@ -179,6 +179,29 @@ def check_point(overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def _passing(
+    points: Mapping[int, list[str] | DictConfig],
+    check: Callable[[DictConfig], None],
+    multirun: bool,
+) -> dict[int, DictConfig]:
+    """The points (overrides to compose, or composed configs) that pass ``check``, composed.
+
+    ``ConfigError`` for the first that fails, but in a sweep, values that fit alone and
+    not together are skipped points.
+    """
+    passed: dict[int, DictConfig] = {}
+    for i, point in points.items():
+        try:
+            cfg = compose_point(point) if isinstance(point, list) else point
+            check(job_config(cfg))
+        except ConfigError as error:
+            if not (multirun and error.combination):
+                raise
+            continue
+        passed[i] = cfg
+    return passed
+
+
 def preflight(args: Sequence[str]) -> DictConfig | None:
     """Exit with status 2 and one line if the command line cannot run.
 
@@ -189,38 +212,31 @@ def preflight(args: Sequence[str]) -> DictConfig | None:
         return None
     multirun = any(arg in ("-m", "--multirun") for arg in args)
     overrides = [arg for arg in args if not arg.startswith("-")]
-    first: DictConfig | None = None
     try:
         _check_switches(overrides)
         if not multirun:
             _refuse_sweeps(overrides)
         points = _points(overrides)
-        for point in points:
-            try:
-                cfg = compose_point(point)
-                validate(job_config(cfg))
-            except ConfigError as error:
-                # In a sweep, values that fit alone but not together are skipped points.
-                if not (multirun and error.combination):
-                    raise
-                continue
-            if point is points[0]:
-                first = cfg
+        # First what the config alone tells (no torch, no data libraries: a typo is
+        # answered at once), then the output directory, then the components themselves.
+        composed = _passing(dict(enumerate(points)), check_values, multirun)
         if points:
-            check_output_dir(first if first is not None else points[0], multirun)
+            check_output_dir(composed.get(0, points[0]), multirun)
+        passed = _passing(dict(composed), validate, multirun)
     except ConfigError as error:
         fail(str(error))
     except Exception as error:
         fail(composition_message(error) or type(error).__name__)
-    return None if multirun else first
+    return None if multirun else passed.get(0)
 
 
 def check_output_dir(point: DictConfig | list[str], multirun: bool) -> None:
     """Prove the run's (or the sweep's) output directory can be created and written.
 
     ``point``: the composed config (Hydra's node included) or its overrides. Runs after
-    every value is checked, so bad input writes nothing; an output directory that cannot
-    be written is reported here, before any data is loaded or trained on.
+    the values are checked and before the components are built: bad input leaves nothing
+    behind (the probe file is removed at once), and an output directory that cannot be
+    written is reported before torch is imported or any data is loaded.
     """
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
