@@ -22,10 +22,10 @@ after each run). Workloads:
   processes (``engine.workers=2``), and ray. Skipped when the MNIST files are absent.
 
 ``--startup`` times the default run (``oleander``: digits, 10 clients x 10 rounds, inline)
-against a yardstick that does no more than import what any run must,
-``python -c "import torch, flwr.app, flwr.serverapp"``: the two processes run back to
-back, in alternating order, and each pair gives one ratio; the section reports the median
-ratio and both medians.
+and the inline digits workload above against a yardstick that does no more than import
+what any run must, ``python -c "import torch, flwr.app, flwr.serverapp"``: the processes
+run back to back, in rotating order, and each round gives one ratio per command; the
+section reports the median ratios and walls.
 """
 
 from __future__ import annotations
@@ -75,8 +75,11 @@ class Config:
     overrides: tuple[str, ...]
 
 
+DIGITS_WORKLOAD = ("num_clients=50", "num_rounds=10")
+
+
 def workloads(mnist: Path | None, quick: bool) -> list[Config]:
-    digits = ("num_clients=50", "num_rounds=10")
+    digits = DIGITS_WORKLOAD
     configs = [
         Config("digits MLP, 50 clients x 10 rounds", "inline", digits),
         Config("digits MLP, 50 clients x 10 rounds", "inline, one client at a time",
@@ -203,49 +206,65 @@ def time_yardstick() -> float:
     return time.perf_counter() - started
 
 
-def measure_startup(repeat: int, workdir: Path) -> list[tuple[float, float]]:
-    """``repeat`` pairs (default run's wall, yardstick's wall), taken back to back; every
-    other pair runs the yardstick first. Each run writes into a new directory (a finished
-    one would be skipped)."""
-    pairs = []
-    for rep in range(-1, repeat):  # rep -1: one untimed warm-up pair (file caches)
-        print(f"[{rep + 1}/{repeat}] oleander and the yardstick", flush=True)
-        if rep % 2 == 0:
-            run = run_oleander((), workdir, f"startup-{rep}").wall
-            yardstick = time_yardstick()
-        else:
-            yardstick = time_yardstick()
-            run = run_oleander((), workdir, f"startup-{rep}").wall
-        if rep >= 0:
-            pairs.append((run, yardstick))
-    return pairs
+def measure_startup(repeat: int, workdir: Path) -> dict[str, list[float]]:
+    """Wall seconds of ``repeat`` rounds of: the default run, the inline side of the
+    engines' digits workload and the yardstick, back to back. The order rotates from one
+    round to the next; every run writes into a new directory (a finished one would be
+    skipped). One untimed round first (file caches)."""
+    commands = {
+        "default": lambda name: run_oleander((), workdir, name).wall,
+        "inline": lambda name: run_oleander(DIGITS_WORKLOAD, workdir, name).wall,
+        "yardstick": lambda name: time_yardstick(),
+    }
+    walls: dict[str, list[float]] = {key: [] for key in commands}
+    keys = list(commands)
+    for rep in range(-1, repeat):
+        print(f"[{rep + 1}/{repeat}] the default run, inline 50 x 10, the yardstick", flush=True)
+        shift = rep % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            wall = commands[key](f"startup-{rep}-{key}")
+            if rep >= 0:
+                walls[key].append(wall)
+    return walls
 
 
-def startup_lines(pairs: Sequence[tuple[float, float]]) -> tuple[list[str], list[str]]:
-    """The table (medians of each command and of the pairs' ratios) and the goal line."""
-    ratios = [run / yardstick for run, yardstick in pairs]
-    ratio = median(ratios)
+def startup_lines(walls: dict[str, list[float]]) -> tuple[list[str], list[str]]:
+    """The table (each command's median wall and its ratio to the yardstick, taken round
+    by round) and the goal line."""
+    yardstick = walls["yardstick"]
+
+    def ratios(key: str) -> list[float]:
+        return [wall / y for wall, y in zip(walls[key], yardstick, strict=True)]
+
+    def row(label: str, key: str) -> list[str]:
+        r = ratios(key)
+        return [label, fmt_s(median(walls[key])), fmt_ratio(median(r)),
+                f"{fmt_ratio(min(r))}-{fmt_ratio(max(r))}"]  # fmt: skip
+
     rows = [
-        ["`oleander` (default run)", fmt_s(median([run for run, _ in pairs])), "", ""],
-        [f"`python {' '.join(YARDSTICK[:1])} \"{YARDSTICK[1]}\"`",
-         fmt_s(median([y for _, y in pairs])), "", ""],
-        ["ratio (pair by pair)", "", fmt_ratio(ratio),
-         f"{fmt_ratio(min(ratios))}-{fmt_ratio(max(ratios))}"],
-    ]  # fmt: skip
-    lines = table(["command", "wall (median)", "ratio (median)", "range"], rows, right={1, 2})
+        row("`oleander` (the default run: digits, 10 clients x 10 rounds)", "default"),
+        row(f"`oleander {' '.join(DIGITS_WORKLOAD)}` (inline)", "inline"),
+        row(f'`python {YARDSTICK[0]} "{YARDSTICK[1]}"` (yardstick)', "yardstick"),
+    ]
+    header = ["command", "wall (median)", "÷ yardstick (median)", "÷ yardstick (range)"]
+    lines = table(header, rows, right={1, 2, 3})
+    ratio = median(ratios("default"))
     met = "MET " if ratio <= GOAL_STARTUP_RATIO else "MISS"
     goals = [
         f"{met}  the default run within {GOAL_STARTUP_RATIO:g}x importing torch and "
-        f"Flower's apps (wall, median of {len(pairs)} pairs): {fmt_ratio(ratio)}x"
+        f"Flower's apps (wall, median of {len(yardstick)} rounds): {fmt_ratio(ratio)}x"
     ]
     return lines, goals
 
 
 STARTUP_NOTES = [
-    "- `oleander`: the default run (digits, 10 clients x 10 rounds, inline engine) with "
-    "`progress=false` and a new `hydra.run.dir`, from process start to exit; the yardstick "
-    "imports what every run needs before it can do anything. Both run back to back, in "
-    "alternating order, after one untimed pair; ratio: per pair, then the median.",
+    "- Whole processes, start to exit, each `oleander` with `progress=false` and a new "
+    "`hydra.run.dir`. The yardstick imports what every run needs before it can do "
+    "anything. The three commands run back to back in rotating order, after one untimed "
+    "round; ratios are taken round by round, then the median.",
+    "- The inline row is the inline side of `oleander engine=ray num_clients=50 "
+    "num_rounds=10` over `oleander engine=inline num_clients=50 num_rounds=10` (goal >= 5x), "
+    "measured with ray in the Engines section (`python -m benchmarks.engines`).",
 ]
 
 
@@ -273,7 +292,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--startup",
         action="store_true",
-        help=f"only the default run against importing torch and Flower (default 9 pairs); "
+        help=f"only the default run against importing torch and Flower (default 9 rounds); "
         f"--write replaces '## {STARTUP_TITLE}'",
     )
     args = parser.parse_args(argv)
@@ -297,8 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     if args.startup:
         with tempfile.TemporaryDirectory(prefix="oleander-bench-") as tmp:
-            pairs = measure_startup(args.repeat, Path(tmp))
-        lines, goals = startup_lines(pairs)
+            walls = measure_startup(args.repeat, Path(tmp))
+        lines, goals = startup_lines(walls)
         load = f"load average (1 min) {load_average()} after, {load_before} before"
         finish(args, title=STARTUP_TITLE, command=command, machine=machine,
                elapsed=time.perf_counter() - started, load=load, notes=STARTUP_NOTES,
