@@ -17,16 +17,15 @@ import inspect
 import json
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import Container, DictConfig, OmegaConf
 
-from clients.attacks import KNOWLEDGE
 from simulator.checks import is_int, is_real
 from simulator.schema import (
     COHORT_MODES,
     GROUPS,
+    KNOWLEDGE,
     MAX_CLIENTS,
     MAX_THREADS,
     MAX_WORKERS,
@@ -38,7 +37,13 @@ from simulator.schema import (
     build,
     load_target,
 )
-from simulator.threat import ThreatModel, count_for
+
+if TYPE_CHECKING:
+    from simulator.threat import ThreatModel
+
+# torch, the attacks, the rules and the data sets are imported by the checks that build
+# them (after the checks of plain values): a command line with a typo, a wrong type or a
+# value out of range is answered without importing them (seconds on two cores).
 
 
 class ConfigError(ValueError):
@@ -144,6 +149,8 @@ def _check_device(device: str) -> None:
     if device == "cpu":
         return
     if device == "cuda" or device.startswith("cuda:"):
+        import torch
+
         if not torch.cuda.is_available():
             raise _fail("device", device, "CUDA is not available on this machine; use device=cpu")
         index = device.partition(":")[2]
@@ -222,12 +229,12 @@ def _given(node: DictConfig, key: str) -> Any:
 def _component_keys(group: str, node: DictConfig) -> list[str] | None:
     """The keys an entry of an open group may hold: the group's settings and the
     parameters its component takes; None when the component takes ``**kwargs``."""
-    from strategies.pipeline import accepted_keywords
-
     known = [*SETTINGS[group], "_target_", "_partial_"]
     target = node.get("_target_")
     if target is None:
         return known
+    from strategies.pipeline import accepted_keywords
+
     try:
         component = load_target(target)
     except ValueError as error:
@@ -243,15 +250,18 @@ def _component_keys(group: str, node: DictConfig) -> list[str] | None:
     return [*known, *sorted(keywords - RUN_KEYWORDS - {first})]
 
 
-def _check_known_keys(node: DictConfig, prefix: str = "") -> None:
+def _check_known_keys(node: DictConfig, prefix: str = "", *, open_groups: bool = True) -> None:
     """Refuse a key that no schema and no component has.
 
     Hydra adds a key given with ``+`` or ``++`` silently: at the top level it would be
     ignored (a typo such as ``+lrr=0.1`` runs with the default lr), in a group it would
     reach a constructor. The open groups' entries may hold their settings and the
-    parameters of their component.
+    parameters of their component (read from the component, which imports it: with
+    ``open_groups=False`` they are left to a later call).
     """
     group = prefix.rstrip(".")
+    if group in SETTINGS and not open_groups:
+        return
     if group in SETTINGS:
         known = _component_keys(group, node)
     else:
@@ -264,7 +274,7 @@ def _check_known_keys(node: DictConfig, prefix: str = "") -> None:
             raise ConfigError(unknown_key_message(f"{prefix}{key}", _given(node, key), node, known))
         child = node._get_node(key)
         if isinstance(child, DictConfig) and not prefix:
-            _check_known_keys(child, f"{prefix}{key}.")
+            _check_known_keys(child, f"{prefix}{key}.", open_groups=open_groups)
 
 
 _VALIDATED: set[str] = set()  # configs this process has found valid (see validate)
@@ -284,19 +294,24 @@ def _validated_key(cfg: DictConfig) -> str | None:
 def validate(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first value that breaks a constraint; cheap, no data.
 
-    A config this process already found valid (the entry point checks it before Hydra
-    composes it again for the run) is not checked twice.
+    A config this process already found valid (the entry point checks it before the
+    run) is not checked twice.
     """
     key = _validated_key(cfg)
     if key is not None and key in _VALIDATED:
         return
-    _check(cfg)
+    check_values(cfg)
+    _check_components(cfg)
     if key is not None:
         _VALIDATED.add(key)
 
 
-def _check(cfg: DictConfig) -> None:
-    _check_known_keys(cfg)
+def check_values(cfg: DictConfig) -> None:
+    """The checks of ``validate`` that read the config alone: the keys of the top level
+    and the typed groups, every value's range, the constraints between values and the
+    attack window. None of them imports torch, Flower, the data libraries or a component,
+    so a typo or a value out of range is answered in the time Hydra takes to compose."""
+    _check_known_keys(cfg, open_groups=False)
     for key, ok, constraint in _RULES:
         value = OmegaConf.select(cfg, key)
         if _applies(cfg, key) and not ok(value):
@@ -326,6 +341,27 @@ def _check(cfg: DictConfig) -> None:
             combination=True,
         )
     _check_window(cfg)
+    if not fake:  # with fake clients, their own complaint about the attack comes first
+        _check_attack_chosen(cfg)
+
+
+def _check_attack_chosen(cfg: DictConfig) -> None:
+    if cfg.malicious_fraction > 0 and cfg.attack.name == "none":
+        raise _fail(
+            "malicious_fraction",
+            cfg.malicious_fraction,
+            "needs an attack: choose one with attack=<name>",
+            combination=True,
+        )
+
+
+def _check_components(cfg: DictConfig) -> None:
+    """The checks that build the components (importing them and torch) and run them once."""
+    fake = cfg.fake_clients
+    for group in (g for g in GROUPS if g in SETTINGS):  # keys read from the components
+        entry = cfg._get_node(group)
+        if isinstance(entry, DictConfig):
+            _check_known_keys(entry, f"{group}.")
     threat = _threat(cfg)
     if fake:
         _check_fake_clients(cfg, threat)
@@ -336,13 +372,7 @@ def _check(cfg: DictConfig) -> None:
             f"rounds to all {cfg.num_clients} clients; at least one must be honest",
             combination=True,
         )
-    if cfg.malicious_fraction > 0 and cfg.attack.name == "none":
-        raise _fail(
-            "malicious_fraction",
-            cfg.malicious_fraction,
-            "needs an attack: choose one with attack=<name>",
-            combination=True,
-        )
+    _check_attack_chosen(cfg)
     _check_device(cfg.device)
     dataset = _build("dataset", cfg.dataset)
     _checked("dataset", dataset.check)
@@ -443,8 +473,11 @@ def _check_attack(cfg: DictConfig, threat: ThreatModel, dataset: Any) -> None:
     searches against the defence (``defend``) is given the run's defence, built for the
     stand-in rows. A poisoning must fit the data set's classes and images.
     """
+    import torch
+
     from simulator.adversary import Adversary, NoKnowledge
     from simulator.components import attack_site
+    from simulator.threat import count_for
     from strategies.pipeline import accepts
 
     attack = _build("attack", cfg.attack)
@@ -527,6 +560,8 @@ def _check_poisoning_fits_text(cfg: DictConfig, attack: Any, dataset: Any) -> No
 def _stand_in_defence(cfg: DictConfig, threat: ThreatModel, rows: int) -> Any:
     """The run's defence as ``defend`` for ``rows`` stand-in updates of 8 values (its
     checks ran before: ``_check_defence``)."""
+    import torch
+
     from simulator.components import build_defence
 
     inputs: dict[str, Any] = {}
@@ -616,6 +651,8 @@ def _check_defence(cfg: DictConfig, threat: ThreatModel) -> None:
     failure with f = 0 is a bad value; a failure only with the configured f is a
     combination (a sweep skips it).
     """
+    import torch
+
     from simulator.components import build_defence
 
     _build("pre", cfg.pre)  # constructor complaints name their own group

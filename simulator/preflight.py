@@ -2,28 +2,33 @@
 
 Every override is parsed and every point of a sweep that differs in one value is composed
 and validated. A failure is printed as one line naming the key, the value and the
-constraint, and the process exits with status 2 (no traceback).
+constraint, and the process exits with status 2 (no traceback). A single run's config,
+composed here with Hydra's own node, is the one the run uses (``simulator.main``): Hydra
+does not compose it again.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from simulator.config import ConfigError, unknown_key_message, validate
+from simulator.config import ConfigError, check_values, unknown_key_message, validate
 from simulator.schema import GROUPS
 
 CONFIG_NAME = "config"
+# Hydra's job name under ``hydra.main`` in simulator/main.py: it names the run's log file.
+JOB_NAME = "main"
 SWITCHES = ("progress", "verbose")  # the boolean top-level keys
 # Flags after which Hydra only prints something (help, config, shell completion).
 _INFO_FLAGS = {
@@ -150,21 +155,61 @@ def _refuse_sweeps(overrides: list[str]) -> None:
             raise ConfigError(f"{line}: a sweep runs with -m (oleander -m {line} ...)")
 
 
-def check_point(overrides: list[str]) -> DictConfig:
-    """Compose ``conf/`` with ``overrides`` and validate it; ``ConfigError`` if it fails."""
+def compose_point(overrides: list[str]) -> DictConfig:
+    """Compose ``conf/`` with ``overrides``, Hydra's node included; ``ConfigError`` if it fails."""
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name=CONFIG_NAME, overrides=overrides)
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name=JOB_NAME):
+            return compose(config_name=CONFIG_NAME, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(composition_message(error)) from None
+
+
+def job_config(cfg: DictConfig) -> DictConfig:
+    """The run's own config: ``cfg`` without Hydra's node (a copy, as Hydra hands it over)."""
+    job = copy.deepcopy(cfg)
+    with open_dict(job):
+        job.pop("hydra", None)
+    return job
+
+
+def check_point(overrides: list[str]) -> DictConfig:
+    """Compose ``conf/`` with ``overrides`` and validate it; ``ConfigError`` if it fails."""
+    cfg = job_config(compose_point(overrides))
     validate(cfg)
     return cfg
 
 
-def preflight(args: Sequence[str]) -> None:
-    """Exit with status 2 and one line if the command line cannot run; else return."""
+def _passing(
+    points: Mapping[int, list[str] | DictConfig],
+    check: Callable[[DictConfig], None],
+    multirun: bool,
+) -> dict[int, DictConfig]:
+    """The points (overrides to compose, or composed configs) that pass ``check``, composed.
+
+    ``ConfigError`` for the first that fails, but in a sweep, values that fit alone and
+    not together are skipped points.
+    """
+    passed: dict[int, DictConfig] = {}
+    for i, point in points.items():
+        try:
+            cfg = compose_point(point) if isinstance(point, list) else point
+            check(job_config(cfg))
+        except ConfigError as error:
+            if not (multirun and error.combination):
+                raise
+            continue
+        passed[i] = cfg
+    return passed
+
+
+def preflight(args: Sequence[str]) -> DictConfig | None:
+    """Exit with status 2 and one line if the command line cannot run.
+
+    Returns a single run's composed and validated config, Hydra's node included (None for
+    a sweep and for Hydra's own flags, which Hydra composes itself).
+    """
     if any(arg.split("=", 1)[0] in _INFO_FLAGS for arg in args):
-        return
+        return None
     multirun = any(arg in ("-m", "--multirun") for arg in args)
     overrides = [arg for arg in args if not arg.startswith("-")]
     try:
@@ -172,31 +217,30 @@ def preflight(args: Sequence[str]) -> None:
         if not multirun:
             _refuse_sweeps(overrides)
         points = _points(overrides)
-        for point in points:
-            try:
-                check_point(point)
-            except ConfigError as error:
-                # In a sweep, values that fit alone but not together are skipped points.
-                if not (multirun and error.combination):
-                    raise
+        # First what the config alone tells (no torch, no data libraries: a typo is
+        # answered at once), then the output directory, then the components themselves.
+        composed = _passing(dict(enumerate(points)), check_values, multirun)
         if points:
-            check_output_dir(points[0], multirun)
+            check_output_dir(composed.get(0, points[0]), multirun)
+        passed = _passing(dict(composed), validate, multirun)
     except ConfigError as error:
         fail(str(error))
     except Exception as error:
         fail(composition_message(error) or type(error).__name__)
+    return None if multirun else passed.get(0)
 
 
-def check_output_dir(overrides: list[str], multirun: bool) -> None:
+def check_output_dir(point: DictConfig | list[str], multirun: bool) -> None:
     """Prove the run's (or the sweep's) output directory can be created and written.
 
-    Runs after every value is checked, so bad input writes nothing; an output directory
-    that cannot be written is reported here, before any data is loaded or trained on.
+    ``point``: the composed config (Hydra's node included) or its overrides. Runs after
+    the values are checked and before the components are built: bad input leaves nothing
+    behind (the probe file is removed at once), and an output directory that cannot be
+    written is reported before torch is imported or any data is loaded.
     """
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name=CONFIG_NAME, overrides=overrides, return_hydra_config=True)
+        cfg = compose_point(point) if isinstance(point, list) else point
         path = Path(str(OmegaConf.select(cfg, key))).expanduser()
     except Exception:
         return

@@ -40,6 +40,9 @@ COHORT_MODES = ("auto", "always", "never")
 
 # strategy.weighting: what weights a mean-type rule's average.
 WEIGHTINGS = ("examples", "uniform")
+# attack.knowledge: what a colluding attacker sees besides its own updates (the attacks'
+# own ``clients.attacks.KNOWLEDGE``, here so the checks need not import torch to read it).
+KNOWLEDGE = ("partial", "full")
 
 
 # Typed groups ---------------------------------------------------------------------------
