@@ -477,6 +477,9 @@ class _HubDataSet(_DataSet):
         if reason is not None:
             raise self._offline_error(reason)
 
+        from simulator.lazy_imports import defer_flwr_datasets_plotting
+
+        defer_flwr_datasets_plotting()
         from flwr_datasets import FederatedDataset
 
         try:

@@ -13,22 +13,21 @@ value and the constraint), so a config is checked before any data loads.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import numpy as np
 
 from simulator.checks import check_bool, check_float, check_int
 from simulator.lazy_imports import defer_flwr_datasets_plotting
 from simulator.seeding import Stream, derive_seed
 
-defer_flwr_datasets_plotting()
+if TYPE_CHECKING:
+    import datasets
+    from flwr_datasets.partitioner import Partitioner
 
-from flwr_datasets.partitioner import (  # noqa: E402  (after the deferral above)
-    DirichletPartitioner,
-    IidPartitioner,
-    Partitioner,
-    ShardPartitioner,
-)
+# flwr-datasets (and the datasets library under it: about 0.5 s to import on two cores)
+# is imported only by the partitioners that are its own (dirichlet, shard); iid, bias and
+# natural are plain numpy.
 
 __all__ = [
     "BiasPartitioner",
@@ -44,15 +43,60 @@ __all__ = [
 # --------------------------------------------------------------------------- factories
 
 
-def iid(num_partitions: int, seed: int) -> Partitioner:
+class OwnPartitioner:
+    """What Oleander's own partitioners share with flwr-datasets' ``Partitioner``: a data
+    set to split (``dataset``) and ``load_partition``; their split is plain numpy."""
+
+    _num_partitions: int
+    _partition_to_indices: list[np.ndarray] | None = None
+    _dataset: Any = None
+
+    @property
+    def num_partitions(self) -> int:
+        """Total number of partitions."""
+        return self._num_partitions
+
+    @property
+    def dataset(self) -> Any:
+        if self._dataset is None:
+            raise AttributeError("no data set assigned (assign one to `dataset` first)")
+        return self._dataset
+
+    @dataset.setter
+    def dataset(self, value: Any) -> None:
+        self._dataset = value
+
+    def _check_partition_id(self, partition_id: int) -> None:
+        if not 0 <= partition_id < self._num_partitions:
+            raise ValueError(f"partition_id={partition_id}: must be in [0, {self._num_partitions})")
+
+
+class IidPartitioner(OwnPartitioner):
+    """Equal-size contiguous chunks of the rows (sizes differ by at most one, the larger
+    first): flwr-datasets' ``IidPartitioner`` rule (``Dataset.shard(contiguous=True)``),
+    in numpy. It has no randomness of its own: ``partition_indices`` shuffles the rows."""
+
+    def __init__(self, num_partitions: int) -> None:
+        self._num_partitions = check_int("num_partitions", num_partitions, 1)
+
+    def split(self, num_rows: int) -> list[np.ndarray]:
+        """Row positions ``0..num_rows-1`` of every partition."""
+        return np.array_split(np.arange(num_rows, dtype=np.int64), self._num_partitions)
+
+    def load_partition(self, partition_id: int) -> datasets.Dataset:
+        self._check_partition_id(partition_id)
+        return self.dataset.select(self.split(len(self.dataset))[partition_id])
+
+
+def iid(num_partitions: int, seed: int) -> IidPartitioner:
     """Uniformly random, equal-size partitions (sizes differ by at most one).
 
-    flwr-datasets' ``IidPartitioner`` cuts the data set into contiguous chunks and has no
-    seed of its own: ``partition_indices`` shuffles the rows first, which is what makes it
-    random. ``seed`` is accepted so every factory has the same call signature.
+    Contiguous chunks of the rows, as flwr-datasets' ``IidPartitioner`` cuts them, with
+    no seed of its own: ``partition_indices`` shuffles the rows first, which is what makes
+    it random. ``seed`` is accepted so every factory has the same call signature.
     """
     del seed
-    return IidPartitioner(num_partitions=check_int("num_partitions", num_partitions, 1))
+    return IidPartitioner(num_partitions=num_partitions)
 
 
 def dirichlet(
@@ -87,6 +131,9 @@ def dirichlet(
     if alpha <= 0:
         raise ValueError(f"alpha={alpha!r}: must be > 0")
     min_partition_size = check_int("min_partition_size", min_partition_size, 0)
+    defer_flwr_datasets_plotting()
+    from flwr_datasets.partitioner import DirichletPartitioner
+
     return DirichletPartitioner(
         num_partitions=num_partitions,
         partition_by="label",
@@ -136,6 +183,9 @@ def shard(
         raise ValueError(
             "num_shards_per_partition=None and shard_size=None: at least one of them must be set"
         )
+    defer_flwr_datasets_plotting()
+    from flwr_datasets.partitioner import ShardPartitioner
+
     return ShardPartitioner(
         num_partitions=num_partitions,
         partition_by="label",
@@ -146,7 +196,7 @@ def shard(
     )
 
 
-class BiasPartitioner(Partitioner):
+class BiasPartitioner(OwnPartitioner):
     """Bias-probability split of Fang et al. 2020 (also FLTrust, Cao et al. 2021).
 
     The clients are split into C groups, one per class, as evenly as possible (the first
@@ -184,7 +234,6 @@ class BiasPartitioner(Partitioner):
         num_classes: int | None = None,
         partition_by: str = "label",
     ) -> None:
-        super().__init__()
         self._num_partitions = check_int("num_partitions", num_partitions, 1)
         self._seed = int(seed)
         self._bias = check_float("bias", bias)
@@ -199,11 +248,6 @@ class BiasPartitioner(Partitioner):
         self._partition_by = partition_by
         self._partition_to_indices: list[np.ndarray] | None = None
         self._groups: np.ndarray | None = None
-
-    @property
-    def num_partitions(self) -> int:
-        """Total number of partitions."""
-        return self._num_partitions
 
     @property
     def bias(self) -> float:
@@ -223,8 +267,7 @@ class BiasPartitioner(Partitioner):
 
     def load_partition(self, partition_id: int) -> datasets.Dataset:
         """Rows of ``self.dataset`` assigned to ``partition_id`` (computed once, for all)."""
-        if not 0 <= partition_id < self._num_partitions:
-            raise ValueError(f"partition_id={partition_id}: must be in [0, {self._num_partitions})")
+        self._check_partition_id(partition_id)
         return self.dataset.select(self.partition_to_indices()[partition_id])
 
     def partition_to_indices(self) -> list[np.ndarray]:
@@ -288,7 +331,7 @@ class BiasPartitioner(Partitioner):
             )
 
 
-class NaturalPartitioner(Partitioner):
+class NaturalPartitioner(OwnPartitioner):
     """One client per natural id: a FEMNIST writer, a Shakespeare speaking role.
 
     With every natural client taking part (``num_partitions`` equal to their number G),
@@ -309,18 +352,12 @@ class NaturalPartitioner(Partitioner):
     """
 
     def __init__(self, num_partitions: int, seed: int, partition_by: str = "natural_id") -> None:
-        super().__init__()
         self._num_partitions = check_int("num_partitions", num_partitions, 1)
         self._seed = int(seed)
         if not isinstance(partition_by, str) or not partition_by:
             raise ValueError(f"partition_by={partition_by!r}: must be a column name")
         self._partition_by = partition_by
         self._partition_to_indices: list[np.ndarray] | None = None
-
-    @property
-    def num_partitions(self) -> int:
-        """Total number of partitions."""
-        return self._num_partitions
 
     @staticmethod
     def check_dataset(dataset: object) -> None:
@@ -336,8 +373,7 @@ class NaturalPartitioner(Partitioner):
 
     def load_partition(self, partition_id: int) -> datasets.Dataset:
         """Rows of ``self.dataset`` of the natural id behind ``partition_id``."""
-        if not 0 <= partition_id < self._num_partitions:
-            raise ValueError(f"partition_id={partition_id}: must be in [0, {self._num_partitions})")
+        self._check_partition_id(partition_id)
         if self._partition_to_indices is None:
             column = self.dataset.with_format("arrow")[:][self._partition_by]
             ids = np.asarray(column.to_pylist(), dtype=object).astype(str)
@@ -425,6 +461,20 @@ def partition_indices(
         # Natural clients are not drawn from the row order: no shuffle, no Arrow round trip.
         return _non_empty(partitioner.assign(groups), n, partitioner)
     order = np.random.default_rng(derive_seed(seed, Stream.PARTITION_SHUFFLE)).permutation(n)
+    if isinstance(partitioner, IidPartitioner | BiasPartitioner):
+        # Oleander's own splits: numpy on the shuffled rows, no round trip through Arrow.
+        if n < partitioner.num_partitions:
+            raise ValueError(
+                f"{n} examples cannot fill {partitioner.num_partitions} partitions: "
+                "use fewer clients"
+            )
+        if isinstance(partitioner, IidPartitioner):
+            rows = partitioner.split(n)
+        else:
+            rows = partitioner.assign(labels[order].astype(np.int64))
+        return _non_empty([np.sort(order[r]) for r in rows], n, partitioner)
+    import datasets
+
     table = datasets.Dataset.from_dict(
         {"label": labels[order].astype(np.int64), "idx": order.astype(np.int64)}
     )
@@ -442,23 +492,19 @@ def partition_indices(
             raise ValueError(
                 f"{n} examples cannot fill {num_partitions} partitions: use fewer clients"
             )
-        if isinstance(partitioner, BiasPartitioner):
-            # No round trip through Arrow: its rows map to original indices directly.
-            result = [np.sort(order[rows]) for rows in partitioner.partition_to_indices()]
-        else:
-            result = [
-                np.sort(
-                    partitioner.load_partition(pid)
-                    .with_format("arrow")[:]["idx"]
-                    .to_numpy()
-                    .astype(np.int64)
-                )
-                for pid in range(num_partitions)
-            ]
+        result = [
+            np.sort(
+                partitioner.load_partition(pid)
+                .with_format("arrow")[:]["idx"]
+                .to_numpy()
+                .astype(np.int64)
+            )
+            for pid in range(num_partitions)
+        ]
     return _non_empty(result, n, partitioner)
 
 
-def _non_empty(result: list[np.ndarray], n: int, partitioner: Partitioner) -> list[np.ndarray]:
+def _non_empty(result: list[np.ndarray], n: int, partitioner: Any) -> list[np.ndarray]:
     """``result``, or a ``ValueError`` naming the first empty partition."""
     num_partitions = len(result)
     empty = [pid for pid, idx in enumerate(result) if idx.size == 0]

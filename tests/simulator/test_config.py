@@ -40,11 +40,11 @@ def test_every_dataset_entry_builds(entry: str) -> None:
 
 @pytest.mark.parametrize("entry", group_entries("partition"))
 def test_every_partition_entry_builds(entry: str) -> None:
-    from flwr_datasets.partitioner import Partitioner
-
+    """A flwr-datasets partitioner or one of Oleander's own (same interface)."""
     factory = build("partition", compose_config(f"partition={entry}").partition)
     partitioner = factory(num_partitions=10, seed=0)
-    assert issubclass(type(partitioner), Partitioner)
+    assert callable(partitioner.load_partition)
+    assert hasattr(type(partitioner), "num_partitions") and hasattr(type(partitioner), "dataset")
 
 
 @pytest.mark.parametrize("entry", group_entries("model"))
