@@ -16,10 +16,10 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomli
 
 from simulator.engines.superlink import (
     DeploymentEngine,
@@ -99,14 +99,14 @@ def test_bad_overrides_in_a_run_config_are_the_command_line_error() -> None:
 def test_the_project_and_the_engines_bundle_are_valid_flower_apps(tmp_path: Path) -> None:
     from flwr.common.config import validate_config
 
-    project = tomli.loads((REPO / "pyproject.toml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
     ok, errors, _ = validate_config(project, check_module=True, project_dir=REPO)
     assert ok, errors
     assert set(project["tool"]["flwr"]["app"]["config"]) == {
         "overrides", "output-dir", "sweep-dir", "config",
     }  # fmt: skip
     bundle = app_dir(tmp_path, {"overrides": "", "output-dir": "/x", "config": "{}"})
-    generated = tomli.loads((bundle / "pyproject.toml").read_text())
+    generated = tomllib.loads((bundle / "pyproject.toml").read_text())
     ok, errors, _ = validate_config(generated, check_module=True, project_dir=bundle)
     assert ok, errors
     assert generated["tool"]["flwr"]["app"]["config"]["output-dir"] == "/x"
