@@ -110,27 +110,39 @@ class Processes:
             name: code for name, proc in self.started.items() if (code := proc.poll()) is not None
         }
 
-    def stop(self, name: str | None = None, sig: int = signal.SIGTERM) -> None:
-        """Signal ``name`` (or all), their process groups and their descendants; reap them."""
-        chosen = [name] if name is not None else list(self.started)
-        targets: list[int] = []
-        for key in chosen:
-            proc = self.started[key]
-            targets += [proc.pid, *descendants(proc.pid)]
-        for pid in targets:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
+    def stop(self) -> None:
+        """SIGTERM every process started here and everything below it, reap them, then
+        SIGKILL whatever of those is left (Flower starts some helpers in sessions of
+        their own). A pid is signalled only while it is still the process seen at first
+        (same start time), never a stranger that reused the number."""
+        targets: list[tuple[int, str | None]] = []
+        for proc in self.started.values():
+            for pid in [proc.pid, *descendants(proc.pid)]:
+                targets.append((pid, _start_time(pid)))
+        _signal_all(targets, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        for key in chosen:
-            proc = self.started[key]
+        for proc in self.started.values():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for pid in targets:  # grandchildren Flower started with their own sessions
+        _signal_all(targets, signal.SIGKILL)
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks (``/proc/PID/stat`` field 22)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _signal_all(targets: list[tuple[int, str | None]], sig: int) -> None:
+    for pid, started in targets:
+        if started is not None and _start_time(pid) == started:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, sig)
 
 
 def _healthy(port: int) -> bool:
