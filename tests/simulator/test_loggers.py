@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +186,14 @@ def test_wandb_offline_run_holds_config_history_and_summary(
     summary, out = _run(tmp_path, "logger=wandb")
     _same_results(plain, summary, out)
     (run_dir,) = (out / "wandb").glob("offline-run-*")
-    records = _wandb_records(run_dir)
-    kinds = [r.WhichOneof("record_type") for r in records]
+    # W&B's service process writes the file on its own: wait (bounded) for its exit record.
+    deadline = time.monotonic() + 60
+    while True:
+        records = _wandb_records(run_dir)
+        kinds = [r.WhichOneof("record_type") for r in records]
+        if "exit" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert run.display_name == out.name
     assert run.project == "oleander"
