@@ -370,6 +370,8 @@ class SuperLinkEngine:
             if time.monotonic() > deadline:
                 raise DeploymentError(f"the run took longer than timeout={self.timeout:.0f} s")
             shown = _show_rounds(stream, shown, progress)
+            if _finished(stream):  # its files are written: no need to watch Flower wind down
+                break
             time.sleep(0.2)
         _show_rounds(stream, shown, progress)
 
@@ -440,6 +442,14 @@ def _show_rounds(stream: Path, shown: int, progress: Any) -> int:
     for server_round, accuracy in rounds[shown:]:
         progress.update(int(server_round), float(accuracy))
     return max(shown, len(rounds))
+
+
+def _finished(stream: Path) -> bool:
+    """Whether the ServerApp reported the end of the run (after its last file)."""
+    try:
+        return FINAL_LINE.search(stream.read_text(errors="replace")) is not None
+    except OSError:
+        return False
 
 
 def remote_summary(stream: Path, cfg: DictConfig, address: str) -> dict[str, Any] | None:
