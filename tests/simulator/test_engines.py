@@ -163,17 +163,6 @@ def test_client_sampling_trains_the_configured_number(tmp_path: Path) -> None:
     assert summary["clients_per_round"] == 5
 
 
-@pytest.mark.slow
-def test_ray_engine_gives_the_inline_metrics(
-    tmp_path: Path, sequential_run: tuple[list[dict[str, str]], dict]
-) -> None:
-    """Bit for bit: both engines run the same ClientApp one client at a time."""
-    rows, summary = _run(tmp_path, "ray", *E2E, "engine=ray")
-    assert summary["engine"] == "ray"
-    assert _metrics(rows) == _metrics(sequential_run[0])
-    assert summary["final_accuracy"] > 0.6
-
-
 def test_local_mnist_runs_with_the_fltrust_cnn(tmp_path: Path, mnist_dir: Path) -> None:
     rows, summary = _run(
         tmp_path, "mnist", "dataset=mnist", f"dataset.path={mnist_dir}", "model=fltrust_cnn",

@@ -291,6 +291,13 @@ def test_flwr_run_with_overrides_is_the_oleander_run(tmp_path: Path) -> None:
     assert summary["strategy"] == "median" and summary["engine"] == "flwr-run"
     assert submitted["engine"] == "ray"
     _assert_same_run(tmp_path / "submitted", tmp_path / "oleander")
+    # Bit for bit against the inline engine training one client at a time, as Ray does.
+    sequential = [*overrides.split(), "progress=false", "engine.cohort=never"]
+    simulate(check_point(sequential), tmp_path / "sequential")
+    columns = ("round", "test_accuracy", "test_loss", "train_loss", "clients_trained")
+    assert [[r[c] for c in columns] for r in rows_of(tmp_path / "submitted" / "rounds.csv")] == [
+        [r[c] for c in columns] for r in rows_of(tmp_path / "sequential" / "rounds.csv")
+    ]
     assert superlink.returncode is not None and _flower_processes() == []
 
 
