@@ -275,7 +275,7 @@ NOTES = [
     "- client tasks/s: clients trained over all rounds ÷ simulation time. ray ÷ this: ray's "
     "simulation time ÷ this configuration's, same workload.",
     "- Every configuration computes the same numbers: one client at a time on both engines "
-    "(bit for bit, `tests/simulator/test_engines.py`), and as one cohort to floating-point "
+    "(bit for bit, `tests/simulator/test_flower_runtimes.py`), and as one cohort to floating-point "
     "rounding (`tests/clients/test_cohort.py`); final acc. shows it.",
 ]
 
