@@ -66,6 +66,9 @@ class Adversary:
         self.knowledge = threat.knowledge or "full"
         self.seed = seed
         self.inputs = {k: v for k, v in (inputs or {}).items() if accepts(craft, k)}
+        # What the last call's attack computed (ALIE's z, a searched gamma or lambda), as
+        # ``attack.<name>``: the round's effective parameters.
+        self.effective: dict[str, float] = {}
 
     def __call__(
         self,
@@ -84,6 +87,7 @@ class Adversary:
         (``Defence.preview``); an attack that takes ``defend`` gets it, with full knowledge
         only, as a function of its ``(f, d)`` crafted rows (``_crafted_view``).
         """
+        self.effective = {}
         bad = [i for i, c in enumerate(client_ids) if c in self.malicious]
         if not bad or not self.window(server_round):  # outside the window: honest rows
             return updates
@@ -93,7 +97,9 @@ class Adversary:
         own = updates[bad]  # shape: (f, d), the attackers' own honest updates (fake: 0)
         known = good if self.knowledge == "full" and good else real
         benign = updates[known]  # shape: (k, d)
+        record: dict[str, float] = {}
         available: dict[str, Any] = {
+            "record": record,
             "own": own,
             "knowledge": self.knowledge,
             "generator": torch_generator(self.seed, Stream.ATTACK, server_round),
@@ -121,6 +127,7 @@ class Adversary:
         expected = (len(bad), updates.shape[1])
         if tuple(crafted.shape) != expected:
             raise ValueError(f"attack returned shape {tuple(crafted.shape)}, expected {expected}")
+        self.effective = {f"attack.{k}": float(v) for k, v in record.items()}
         result = updates.clone()
         result[bad] = crafted.to(result.dtype)
         return result

@@ -18,6 +18,7 @@ from simulator.federation import FederationSpec
 from simulator.schema import build, load_target, own_parameters, parameters_of
 from simulator.seeding import Stream, derive_seed, torch_generator
 from simulator.threat import ThreatModel
+from strategies.base import can_single_out
 from strategies.pipeline import Defence
 from strategies.post import ServerLearningRate
 
@@ -159,3 +160,11 @@ def build_defence(
         generator=generator if generator is not None else generators(cfg.seed),
         name=cfg.strategy.name,
     )
+
+
+def defence_singles_out(cfg: DictConfig) -> bool:
+    """Whether the run's defence can flag clients: a detection stage, or a rule marked with
+    ``strategies.base.singles_out`` (Krum, FLTrust, ...). Otherwise its detection figures
+    are "not a detector" rather than 0."""
+    detect = build("detect", cfg.detect)
+    return detect is not None or can_single_out(build("strategy", cfg.strategy))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from simulator.components import (
     attack_inputs,
     build_defence,
     defence_name,
+    defence_singles_out,
     federation_spec,
     threat_model,
     train_config,
@@ -34,12 +36,15 @@ from simulator.config import ConfigError, validate
 from simulator.federation import Federation, load_federation
 from simulator.main import config_digest, quiet_libraries, versions
 from simulator.models import build_model
+from simulator.pitfalls import end_warnings, start_warnings
 from simulator.progress import RoundProgress
 from simulator.results import RunRecorder, backdoor_lifespan
+from simulator.run_config import typed_overrides
 from simulator.schema import build, own_parameters
 from simulator.seeding import Stream, derive_seed, torch_generator
 from simulator.server_app import Checkpointer, ServerPlan, root_update_fn
 from simulator.strategy import OleanderStrategy
+from simulator.threat import ThreatModel
 from simulator.tracking import Tracker, open_tracker
 
 log = logging.getLogger("oleander")
@@ -77,6 +82,7 @@ class PreparedRun:
     federation: Federation
     started: float
     tracker: Tracker
+    warnings: list[str]  # set-ups that test nothing (simulator.pitfalls)
 
 
 def prepare(
@@ -85,11 +91,14 @@ def prepare(
     *,
     progress: bool | None = None,
     sweep_dir: Path | None = None,
+    asked: Sequence[str] | None = None,
 ) -> PreparedRun:
     """Validate ``cfg``, load the data and build everything the apps need to run it.
 
     ``progress`` overrides ``cfg.progress`` (a ServerApp in a process of Flower's has no
-    terminal to draw on); ``sweep_dir`` groups the run's tracked run (``logger=``).
+    terminal to draw on); ``sweep_dir`` groups the run's tracked run (``logger=``);
+    ``asked``: the overrides typed for it, for the set-up warnings (default: Hydra's, in
+    the process Hydra runs it in).
     """
     started = time.perf_counter()
     validate(cfg)
@@ -131,6 +140,8 @@ def prepare(
         fake=threat.fake,
         attacking=threat.active,
         on_row=tracker.log_round,
+        detector=defence_singles_out(cfg),
+        rule=cfg.strategy.name,
     )
     recipe = train_config(cfg)
     server_inputs: dict[str, Any] = {}
@@ -172,7 +183,20 @@ def prepare(
         else None,
     )
     return PreparedRun(
-        cfg, output_dir, digest, plan, spec, recorder, round_progress, federation, started, tracker
+        cfg, output_dir, digest, plan, spec, recorder, round_progress, federation, started,
+        tracker, start_warnings(cfg, threat, typed_overrides() if asked is None else asked),
+    )  # fmt: skip
+
+
+def attack_line(cfg: DictConfig, threat: ThreatModel) -> str:
+    """What the start-up line says of the attack: its name, who attacks, the f told."""
+    if cfg.attack.name == "none":
+        return "no attack"
+    fake = f" + {threat.fake_clients} fake" if threat.fake_clients else ""
+    return (
+        f"attack {cfg.attack.name} by {len(threat.malicious_clients)}{fake} of "
+        f"{cfg.num_clients} (malicious_fraction={cfg.malicious_fraction:g}), "
+        f"f={threat.num_malicious_told} told"
     )
 
 
@@ -180,7 +204,7 @@ def announce(run: PreparedRun) -> None:
     """The one line that says what is about to run, and where its results go."""
     cfg, threat = run.cfg, run.client_spec.threat
     log.info(
-        "%s: %d clients%s (%d per round), %d rounds, %s on %s, engine %s -> %s",
+        "%s: %d clients%s (%d per round), %d rounds, %s on %s, %s, engine %s -> %s",
         run.federation.data.name,
         cfg.num_clients,
         f" + {threat.fake_clients} fake" if threat.fake_clients else "",
@@ -188,9 +212,24 @@ def announce(run: PreparedRun) -> None:
         cfg.num_rounds,
         defence_name(cfg),
         cfg.model.name,
+        attack_line(cfg, threat),
         cfg.engine.name,
         run.output_dir,
     )
+    for warning in run.warnings:
+        log.warning("warning: %s", warning)
+
+
+def static_effective(run: PreparedRun) -> dict[str, Any]:
+    """Effective parameters fixed for the whole run: the f the defence was told, FLTrust's
+    root set size, a client-side attack's boost as resolved."""
+    cfg, threat = run.cfg, run.client_spec.threat
+    found: dict[str, Any] = {"num_malicious_told": threat.num_malicious_told}
+    if run.federation.root is not None:
+        found["strategy.root_size"] = len(run.federation.root.y)
+    if cfg.attack.name != "none" and cfg.attack.get("boost") is not None:
+        found["attack.boost"] = float(cfg.attack.boost)
+    return found
 
 
 def finish(run: PreparedRun) -> dict[str, Any]:
@@ -215,6 +254,10 @@ def finish(run: PreparedRun) -> dict[str, Any]:
             "data_note": run.federation.data.note,
         }
     )
+    summary["effective"] = {**static_effective(run), **summary["effective"]}
+    summary["warnings"] = end_warnings(run.warnings, summary["effective"])
+    for warning in summary["warnings"][len(run.warnings) :]:
+        log.warning("warning: %s", warning)
     summary["backdoor_lifespan"] = backdoor_lifespan(
         recorder.rounds, threat.stop_round, cfg.attack.lifespan_threshold
     )

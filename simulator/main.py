@@ -13,6 +13,7 @@ import gc
 import hashlib
 import json
 import logging
+import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from simulator import __version__
 from simulator.config import ConfigError, validate
 from simulator.preflight import CONFIG_DIR, CONFIG_NAME, JOB_NAME, fail, preflight
+from simulator.run_names import record_run
 from simulator.schema import build
 
 # torch, Flower and the data libraries are imported where a run needs them (simulate and
@@ -154,6 +156,10 @@ def task(cfg: DictConfig) -> float | None:
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    if multirun:
+        sweep_dir = Path(HydraConfig.get().sweep.dir)
+        name = os.path.relpath(output_dir, sweep_dir.resolve())
+        record_run(sweep_dir, name, list(HydraConfig.get().overrides.task))
     finished = finished_summary(output_dir, cfg)
     if finished is not None:
         log.info("already finished with this config; results in %s", output_dir)

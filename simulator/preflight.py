@@ -24,7 +24,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from simulator.config import ConfigError, check_values, unknown_key_message, validate
+from simulator.run_names import is_path_key, register_resolver
 from simulator.schema import GROUPS
+
+register_resolver()  # ${oleander_run_name:}: hydra.sweep.subdir
 
 CONFIG_NAME = "config"
 # Hydra's job name under ``hydra.main`` in simulator/main.py: it names the run's log file.
@@ -108,11 +111,17 @@ def _points(overrides: list[str]) -> list[list[str]]:
     choices: list[list[str]] = []
     for override in parsed:
         if override.is_sweep_override():
+            key = override.get_key_element()
+            if is_path_key(key.lstrip("+~")):
+                # paths never name a run directory: the points would share one
+                raise ConfigError(
+                    f"{override.input_line}: a path cannot be swept; run one sweep per "
+                    f"location, each with its own hydra.sweep.dir"
+                )
             try:
                 values = list(override.sweep_string_iterator())
             except Exception:  # interval sweeps (optimisers) have no finite list of values
                 return []
-            key = override.get_key_element()
             choices.append([f"{key}={value}" for value in values])
         else:
             choices.append([override.input_line])

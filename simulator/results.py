@@ -70,6 +70,8 @@ class RoundReport:
     aggregation_seconds: float = 0.0
     note: str = ""
     attack_failed: bool = False
+    # what the adversary's attack computed this round, e.g. {"attack.z": 0.16}
+    effective: dict[str, float] = field(default_factory=dict)
 
     def add_note(self, text: str) -> None:
         self.note = f"{self.note}; {text}" if self.note else text
@@ -101,6 +103,22 @@ class RoundObserver(Protocol):
     def on_round_start(self, server_round: int) -> None: ...
 
     def on_aggregated(self, report: RoundReport) -> None: ...
+
+
+def flag_reason(report: RoundReport, client: int, weight: float | None, rule: str) -> str | None:
+    """Why ``client`` counts as flagged in the round (``clients.csv``'s ``flagged``), or None.
+
+    ``rejected: <why>`` (a non-finite or malformed update), ``filtered: <detector>`` (a
+    detection stage removed it), ``weight: <w> (<rule>)`` (the rule gave it a share of at
+    most ``FLAGGED_WEIGHT``: Krum's unselected, FLTrust's zero trust), checked in that order.
+    """
+    if client in report.rejected:
+        return f"rejected: {report.rejected[client]}"
+    if report.flagged and client in report.flagged:
+        return f"filtered: {report.flagged[client]}"
+    if weight is not None and weight <= FLAGGED_WEIGHT:
+        return f"weight: {weight:.3g} ({rule})"
+    return None
 
 
 def detection(report: RoundReport, malicious: frozenset[int]) -> tuple[float, float, float]:
@@ -219,6 +237,36 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def varying_summary(values: Sequence[float]) -> float | dict[str, float]:
+    """One value where every round had the same, else its mean, min, max, last and count."""
+    if len(set(values)) == 1:
+        return values[0]
+    return {
+        "mean": sum(values) / len(values), "min": min(values), "max": max(values),
+        "last": values[-1], "rounds": len(values),
+    }  # fmt: skip
+
+
+def success_rate_summary(
+    rounds: Sequence[dict[str, Any]], attacking: Callable[[int], bool]
+) -> dict[str, Any] | None:
+    """The attack success rate over the attack window: final, max and mean over its rounds
+    that have one (a rate that alternates 1/0 shows in max and mean, not in final); None
+    where no round of the window has one."""
+    rates = [
+        (r["round"], r["attack_success_rate"])
+        for r in rounds
+        if attacking(r["round"]) and _finite_or_none(r.get("attack_success_rate")) is not None
+    ]
+    if not rates:
+        return None
+    values = [v for _, v in rates]
+    return {
+        "final": values[-1], "max": max(values), "mean": sum(values) / len(values),
+        "rounds": len(values), "window": [rates[0][0], rates[-1][0]],
+    }  # fmt: skip
+
+
 def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else value
 
@@ -239,8 +287,16 @@ class RunRecorder:
         fake: frozenset[int] = frozenset(),
         attacking: Callable[[int], bool] = lambda server_round: True,
         on_row: Callable[[dict[str, Any]], None] | None = None,
+        detector: bool = True,
+        rule: str = "",
     ) -> None:
         self.output_dir = Path(output_dir)
+        # False for a defence that never singles clients out (FedAvg, median, ...): its
+        # detection precision, recall and FPR are left empty, not 0, except in rounds
+        # where the server rejected an update (non-finite, malformed), a flag of its own.
+        self.detector = detector
+        self.rule = rule  # names the rule in a weight flag's reason
+        self.effective: dict[str, list[float]] = {}  # attack.<name> -> one value per round
         self.on_row = on_row  # receives each rounds.csv row once it is written
         # Rounds inside the attack window: outside it nobody attacks, so detection counts
         # every client as benign there (flags are false alarms).
@@ -271,19 +327,29 @@ class RunRecorder:
     def on_aggregated(self, report: RoundReport) -> None:
         self._pending = report
         self.attack_failed_rounds += int(report.attack_failed)
+        for key, value in report.effective.items():
+            self.effective.setdefault(key, []).append(value)
         weights = report.weights or [None] * len(report.client_ids)
-        flagged = report.flagged or {}
-        for i, client in enumerate(report.client_ids):
+        rows = {
+            client: {
+                "num_examples": report.num_examples[i],
+                "train_loss": report.train_losses[i],
+                "update_norm": report.update_norms[i],
+                "weight": weights[i],
+            }
+            for i, client in enumerate(report.client_ids)
+        }
+        # rejected clients get a row too (their flag says why); -1: a node that is no client
+        rows.update({c: {} for c in report.rejected if c >= 0 and c not in rows})
+        for client in sorted(rows):
+            row = rows[client]
             self._new_clients.append(
                 {
                     "round": report.server_round,
                     "client": client,
                     "malicious": int(client in self.malicious),
-                    "num_examples": report.num_examples[i],
-                    "train_loss": report.train_losses[i],
-                    "update_norm": report.update_norms[i],
-                    "weight": weights[i],
-                    "flagged": flagged.get(client),
+                    **row,
+                    "flagged": flag_reason(report, client, row.get("weight"), self.rule),
                 }
             )
 
@@ -304,7 +370,9 @@ class RunRecorder:
         report = self._pending
         if server_round > 0 and report is not None:
             attackers = self.malicious if self.attacking(server_round) else frozenset()
-            precision, recall, fpr = detection(report, attackers)
+            # The server's own check (non-finite, malformed) flags for every defence.
+            judged = self.detector or any(c >= 0 for c in report.rejected)
+            precision, recall, fpr = detection(report, attackers) if judged else (math.nan,) * 3
             row.update(
                 malicious_sampled=len(set(report.sampled) & self.malicious),
                 detection_precision=precision,
@@ -343,6 +411,7 @@ class RunRecorder:
             "clients_written": self.clients_written,
             "attack_failed_rounds": self.attack_failed_rounds,
             "elapsed": time.perf_counter() - self.started,
+            "effective": {k: list(v) for k, v in self.effective.items()},
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -351,6 +420,7 @@ class RunRecorder:
         self._clients_text = state["clients_text"]
         self.clients_written = state["clients_written"]
         self.attack_failed_rounds = state["attack_failed_rounds"]
+        self.effective = {k: list(v) for k, v in state.get("effective", {}).items()}
         self.started = time.perf_counter() - state["elapsed"]
         self._new_clients = []
         self._write_tables()
@@ -372,6 +442,9 @@ class RunRecorder:
             ),
             "rounds": len(trained),
             "rounds_attack_failed": self.attack_failed_rounds,
+            "attack_success_rate": success_rate_summary(trained, self.attacking),
+            "detector": self.detector,
+            "effective": {k: varying_summary(v) for k, v in sorted(self.effective.items())},
             "wall_seconds": time.perf_counter() - self.started,
             "first_round_started_unix": self.first_round_started,
             **extra,

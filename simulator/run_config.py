@@ -10,7 +10,7 @@ A Flower run carries a flat run config from the app's ``pyproject.toml``
 - ``sweep-dir``: the sweep the run is a point of (groups its tracked run, ``logger=``);
 - ``config``: the whole resolved config as JSON, which Oleander's own ray and deployment
   engines send so that every process runs exactly what ``oleander`` composed (it wins
-  over ``overrides``).
+  over ``overrides``, which then only say what was typed, for the set-up warnings).
 
 The ServerApp and every ClientApp rebuild the same config from it, so the clients need
 no file from the server, only the data set (at the same ``dataset.path``).
@@ -39,11 +39,20 @@ def run_config_for(
     (``sweep_dir``: the sweep it is a point of, which groups its tracked run)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     return {
-        OVERRIDES: "",
+        OVERRIDES: shlex.join(typed_overrides()),
         OUTPUT_DIR: str(Path(output_dir).resolve()),
         SWEEP_DIR: str(Path(sweep_dir).resolve()) if sweep_dir is not None else "",
         CONFIG: json.dumps(container, sort_keys=True),
     }
+
+
+def typed_overrides() -> list[str]:
+    """The overrides typed for the run Hydra is running in this process (none outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return [str(line) for line in HydraConfig.get().overrides.task]
 
 
 def sweep_dir_of(run_config: Mapping[str, Any]) -> Path | None:

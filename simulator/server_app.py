@@ -248,7 +248,8 @@ def flower_main(grid: Grid, context: Context) -> None:
         cfg.engine.name = "flwr-run"
     output_dir = run_config.output_dir_of(context.run_config, run_dir)
     sweep_dir = run_config.sweep_dir_of(context.run_config)
-    run = experiment.prepare(cfg, output_dir, progress=False, sweep_dir=sweep_dir)
+    asked = run_config.overrides_of(context.run_config)
+    run = experiment.prepare(cfg, output_dir, progress=False, sweep_dir=sweep_dir, asked=asked)
 
     def report(server_round: int, accuracy: float) -> None:
         log.info("round %d/%d: accuracy %.4f", server_round, cfg.num_rounds, accuracy)

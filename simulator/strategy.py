@@ -202,6 +202,7 @@ class OleanderStrategy(FedAvg):
             report.add_note(f"attack failed ({type(error).__name__}: {error}): honest updates sent")
             report.attack_failed = True
             return
+        report.effective = dict(getattr(self.adversary, "effective", {}))
         received.drop_non_finite()
 
     def state(self) -> dict[str, Any]:

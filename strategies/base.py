@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -38,3 +43,19 @@ def pairwise_sq_distances(updates: torch.Tensor) -> torch.Tensor:
     distances = (sq_norms[:, None] + sq_norms[None, :] - 2.0 * gram).clamp_min_(0.0)
     distances.fill_diagonal_(0.0)
     return distances
+
+
+def singles_out(rule: R) -> R:
+    """Mark a rule that can give a client no share at all (a selection, a filter, zero
+    trust): its zero weights single clients out, so its detection precision, recall and
+    FPR mean something. Rules that only average, clip or take medians never flag anyone:
+    for them those figures are "not a detector", not 0."""
+    rule.singles_out = True  # type: ignore[attr-defined]
+    return rule
+
+
+def can_single_out(stage: Callable[..., Any]) -> bool:
+    """Whether ``stage`` (a function, a ``functools.partial`` of one, or a rule object) is
+    marked with ``singles_out``."""
+    func = stage.func if isinstance(stage, functools.partial) else stage
+    return bool(getattr(func, "singles_out", False))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from strategies.base import Aggregate, pairwise_sq_distances
+from strategies.base import Aggregate, pairwise_sq_distances, singles_out
 from strategies.checks import check_num_malicious, check_updates
 from strategies.coordinate import coordinate_median
 from strategies.krum import krum_scores
@@ -65,6 +65,7 @@ def bulyan_selection(updates: torch.Tensor, num_malicious: int) -> torch.Tensor:
     return _select(pairwise_sq_distances(updates), f)
 
 
+@singles_out
 def bulyan(updates: torch.Tensor, num_malicious: int) -> Aggregate:
     """Bulyan over Krum.
 

@@ -116,6 +116,8 @@ class DnC:
         As ``DnCDetector``.
     """
 
+    singles_out = True  # its zero weights single clients out (strategies.base)
+
     def __init__(self, iterations: int = 5, subsample: int = 10000, filter_frac: float = 1.0):
         self.detectors = (
             DnCDetector(iterations=iterations, subsample=subsample, filter_frac=filter_frac),

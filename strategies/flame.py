@@ -219,6 +219,8 @@ class Flame:
         lambda >= 0, finite; the noise standard deviation is ``lambda * S`` (0: no noise).
     """
 
+    singles_out = True  # its zero weights single clients out (strategies.base)
+
     def __init__(
         self,
         min_cluster_size: int | None = None,

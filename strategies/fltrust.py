@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from strategies.base import Aggregate
+from strategies.base import Aggregate, singles_out
 from strategies.checks import check_updates, check_vector
 
 
+@singles_out
 def fltrust(updates: torch.Tensor, server_update: torch.Tensor) -> Aggregate:
     """Mean of the client updates rescaled to the server update's norm, weighted by trust.
 

@@ -138,6 +138,8 @@ class FoolsGold:
         Confidence of the logit, finite and > 0 (the paper: 1).
     """
 
+    singles_out = True  # its zero weights single clients out (strategies.base)
+
     def __init__(self, kappa: float = 1.0) -> None:
         check_real("foolsgold", "kappa", kappa, above=0, finite=True)
         self.kappa = kappa

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from strategies.base import Aggregate, pairwise_sq_distances
+from strategies.base import Aggregate, pairwise_sq_distances, singles_out
 from strategies.checks import check_client_weights, check_num_malicious, check_updates, is_int
 
 
@@ -54,6 +54,7 @@ def _scores(updates: torch.Tensor, num_malicious: int, rule: str) -> torch.Tenso
     return krum_scores(pairwise_sq_distances(updates), f)
 
 
+@singles_out
 def krum(updates: torch.Tensor, num_malicious: int) -> Aggregate:
     """The single update with the lowest Krum score.
 
@@ -86,6 +87,7 @@ def krum(updates: torch.Tensor, num_malicious: int) -> Aggregate:
     return Aggregate(update=updates[best].clone(), weights=weights)
 
 
+@singles_out
 def multikrum(
     updates: torch.Tensor,
     num_malicious: int,

@@ -152,6 +152,8 @@ class SignGuard:
         As ``SignGuardDetector``.
     """
 
+    singles_out = True  # its zero weights single clients out (strategies.base)
+
     def __init__(
         self, lower: float = 0.1, upper: float = 3.0, coordinate_fraction: float = 0.1
     ) -> None:

@@ -7,7 +7,9 @@ returns ``(num_malicious, d)`` crafted updates, never mutating its inputs. Rando
 comes only from a ``generator`` keyword. An attack that searches against the defence
 (``tailored``) takes a ``defend`` keyword: crafted ``(num_malicious, d)`` rows in, the
 defence's ``Verdict`` on them out (``simulator.adversary`` passes the run's own defence,
-run without keeping state).
+run without keeping state). An attack whose parameters are computed (ALIE's z from n and
+f, a searched gamma or lambda) takes a ``record`` dict and writes them there: the run
+reports them per round as its effective parameters.
 """
 
 from clients.attacks.alie import alie, alie_z

@@ -55,6 +55,7 @@ def alie(
     *,
     own: torch.Tensor | None = None,
     z: float | None = None,
+    record: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Every malicious client sends ``mu - z * sigma`` per coordinate.
 
@@ -82,6 +83,9 @@ def alie(
         partial knowledge).
     z : float | None (default: None)
         Finite; ``None`` means ``alie_z(num_clients, num_malicious)``.
+    record : dict | None (default: None)
+        Filled with the effective parameters this call used (``z``): what ``summary.json``
+        reports as the run's ``effective`` values.
 
     Returns
     -------
@@ -90,6 +94,8 @@ def alie(
     """
     f = check_attack_args(benign, num_malicious, num_clients, own=own, min_rows=1)
     z = alie_z(num_clients, f) if z is None else check_real("z", z)
+    if record is not None:
+        record["z"] = z
     x = benign.to(torch.float64)
     mu = x.mean(dim=0)  # shape: (d,)
     sigma = x.std(dim=0, correction=0)  # shape: (d,); population std

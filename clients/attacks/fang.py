@@ -299,6 +299,7 @@ def fang_krum(
     threshold: float = 1e-5,
     aggregator: Callable[[torch.Tensor], Aggregate] | None = None,
     generator: torch.Generator | None = None,
+    record: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Fang's attack on Krum: one update pushed against the benign direction, plus supporters.
 
@@ -357,13 +358,17 @@ def fang_krum(
         ``w1``). Default: Krum told f (full), or told ``min(f, (k + m - 3) // 2)`` (partial).
     generator : torch.Generator | None (default: None)
         Source of the supporters' noise; required when ``f >= 2`` and ``epsilon > 0``.
+    record : dict | None (default: None)
+        Filled with the effective parameters this call used: ``lambda``, and ``selected``
+        (1 when the simulated Krum chose a crafted row); ``summary.json`` reports them as
+        the run's ``effective`` values.
 
     Returns
     -------
     torch.Tensor
         Shape ``(f, d)`` in ``benign``'s dtype and device: row 0 is ``-lam * s``.
     """
-    return fang_krum_search(
+    found = fang_krum_search(
         benign,
         num_malicious,
         num_clients,
@@ -373,7 +378,10 @@ def fang_krum(
         threshold=threshold,
         aggregator=aggregator,
         generator=generator,
-    ).updates
+    )
+    if record is not None:
+        record.update({"lambda": found.lam, "selected": float(found.selected)})
+    return found.updates
 
 
 # ---------------------------------------------------------------------------------------

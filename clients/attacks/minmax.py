@@ -217,6 +217,7 @@ def minmax(
     gamma_init: float = 10.0,
     tol: float = 1e-5,
     max_iter: int = 200,
+    record: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Every malicious client sends ``mu + gamma p``, no farther from any benign update than
     the two farthest benign updates are from each other.
@@ -252,6 +253,9 @@ def minmax(
         > 0, the search's stopping tolerance.
     max_iter : int (default: 200)
         >= 1, a cap on the search's oracle calls.
+    record : dict | None (default: None)
+        Filled with the effective parameters this call used (``gamma``): what ``summary.json``
+        reports as the run's ``effective`` values.
 
     Returns
     -------
@@ -260,6 +264,8 @@ def minmax(
     """
     f = check_attack_args(benign, num_malicious, num_clients, own=own, min_rows=1)
     mu, p, gamma = _search(benign, "min-max", perturbation, gamma_init, tol, max_iter)
+    if record is not None:
+        record["gamma"] = gamma
     return repeat_rows(mu + gamma * p, f, benign)
 
 
@@ -273,6 +279,7 @@ def minsum(
     gamma_init: float = 10.0,
     tol: float = 1e-5,
     max_iter: int = 200,
+    record: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Every malicious client sends ``mu + gamma p``, whose summed squared distance to the
     benign updates is no larger than that of the most outlying benign update.
@@ -306,6 +313,9 @@ def minsum(
         > 0, the search's stopping tolerance.
     max_iter : int (default: 200)
         >= 1, a cap on the search's oracle calls.
+    record : dict | None (default: None)
+        Filled with the effective parameters this call used (``gamma``): what ``summary.json``
+        reports as the run's ``effective`` values.
 
     Returns
     -------
@@ -314,4 +324,6 @@ def minsum(
     """
     f = check_attack_args(benign, num_malicious, num_clients, own=own, min_rows=1)
     mu, p, gamma = _search(benign, "min-sum", perturbation, gamma_init, tol, max_iter)
+    if record is not None:
+        record["gamma"] = gamma
     return repeat_rows(mu + gamma * p, f, benign)

@@ -29,6 +29,7 @@ def mpaf(
     base_model: torch.Tensor,
     own: torch.Tensor | None = None,
     scale: float | None = PAPER_SCALE,
+    record: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Every malicious client sends ``scale * (base_model - global_model)``.
 
@@ -68,6 +69,9 @@ def mpaf(
         Accepted for the common signature; not used.
     scale : float | None (default: 1e6)
         lambda, finite, > 0; ``None`` means ``n / f``.
+    record : dict | None (default: None)
+        Filled with the effective parameters this call used (``scale``): what
+        ``summary.json`` reports as the run's ``effective`` values.
 
     Returns
     -------
@@ -87,5 +91,7 @@ def mpaf(
     base = _check_vector("base_model", base_model, d)
     # n / f when scale is None (f = 0: no row to craft, any lambda)
     lam = check_real("scale", scale, above=0) if scale is not None else num_clients / max(f, 1)
+    if record is not None:
+        record["scale"] = lam
     direction = base.to(torch.float64) - w.to(torch.float64)  # shape: (d,)
     return repeat_rows(lam * direction.to(benign.device), f, benign)

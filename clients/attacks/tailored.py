@@ -204,6 +204,7 @@ def tailored(
     gamma_init: float = 10.0,
     tol: float = 1e-5,
     max_iter: int = 200,
+    record: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Every malicious client sends ``mu + gamma p``, gamma searched to move the run's own
     defence's aggregate as far from the benign mean as the defence lets it.
@@ -265,6 +266,9 @@ def tailored(
         > 0, the search's stopping tolerance.
     max_iter : int (default: 200)
         >= 1, a cap on the search's calls of ``defend``.
+    record : dict | None (default: None)
+        Filled with the effective parameters this call used (``gamma``): what ``summary.json``
+        reports as the run's ``effective`` values.
 
     Returns
     -------
@@ -288,4 +292,6 @@ def tailored(
     found = tailored_search(
         benign, f, defend, direction=direction, gamma_init=gamma_init, tol=tol, max_iter=max_iter
     )
+    if record is not None:
+        record["gamma"] = found.gamma
     return repeat_rows(found.update, f, benign)

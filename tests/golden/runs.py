@@ -28,7 +28,10 @@ CONFIGS: dict[str, tuple[str, ...]] = {
     "fedavg": (),
     "fedavg_logreg_steps": ("model=logreg", "local_steps=3", "momentum=0.5"),
     "krum_sign_flip": ("strategy=krum", "attack=sign_flip", "malicious_fraction=0.2"),
-    "multikrum_alie": ("strategy=multikrum", "attack=alie", "malicious_fraction=0.2"),
+    # ALIE with z = 1.5 (the paper's fixed z): its z_max is 0 at n = 10, f = 2 (a no-op)
+    "multikrum_alie": (
+        "strategy=multikrum", "attack=alie", "attack.z=1.5", "malicious_fraction=0.2",
+    ),
     "median_ipm": ("strategy=median", "attack=ipm", "malicious_fraction=0.2"),
     "trimmed_mean_fang_trmean": (
         "strategy=trimmed_mean", "attack=fang_trmean", "malicious_fraction=0.2",
@@ -58,7 +61,7 @@ CONFIGS: dict[str, tuple[str, ...]] = {
     ),
     "fedavg_nonfinite": ("attack=nonfinite", "malicious_fraction=0.2"),
     "median_nnm_alie_full": (
-        "strategy=median", "pre=nnm", "attack=alie", "attack.knowledge=full",
+        "strategy=median", "pre=nnm", "attack=alie", "attack.knowledge=full", "attack.z=1.5",
         "malicious_fraction=0.2",
     ),
     "krum_bucketing_sign_flip": (
@@ -83,7 +86,9 @@ CONFIGS: dict[str, tuple[str, ...]] = {
     ),
     "fltrust_dirichlet": ("strategy=fltrust", "partition=dirichlet", "num_clients=8"),
     # The second wave of defences (issue 12) and the weighting setting.
-    "foolsgold_alie": ("strategy=foolsgold", "attack=alie", "malicious_fraction=0.2"),
+    "foolsgold_alie": (
+        "strategy=foolsgold", "attack=alie", "attack.z=1.5", "malicious_fraction=0.2",
+    ),
     "rlr_backdoor": ("strategy=rlr", "attack=backdoor", "malicious_fraction=0.3"),
     "adaptive_clipping_sampling_sign_flip": (
         "strategy=adaptive_clipping", "num_clients=20", "clients_per_round=8",

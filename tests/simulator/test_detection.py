@@ -36,7 +36,7 @@ def test_a_detector_in_front_of_the_median_flags_and_is_scored(tmp_path: Path) -
     clients = _rows(tmp_path / "clients.csv")
     flagged = {(int(r["round"]), int(r["client"])) for r in clients if r["flagged"]}
     assert flagged == {(r, c) for r in (1, 2, 3) for c in malicious}
-    assert all(r["flagged"] == "largest_norm" for r in clients if r["flagged"])
+    assert all(r["flagged"] == "filtered: largest_norm" for r in clients if r["flagged"])
     assert all(r["weight"] == "" for r in clients)  # the median defines no shares
 
     without = tmp_path / "without"

@@ -18,6 +18,9 @@ from simulator.results import (
     RoundReport,
     RunRecorder,
     atomic_write_text,
+    flag_reason,
+    success_rate_summary,
+    varying_summary,
 )
 
 
@@ -227,10 +230,15 @@ def test_clients_csv_has_one_row_per_round_and_client(tmp_path: Path) -> None:
     header, rows = read_csv(tmp_path / "clients.csv")
     assert header == list(CLIENT_COLUMNS)
     keys = [(int(row["round"]), int(row["client"])) for row in rows]
-    assert keys == [(1, 0), (1, 2), (1, 3), (2, 1), (2, 4)]
+    # round 3's clients were rejected: they get a row saying why, and nothing else
+    assert keys == [(1, 0), (1, 2), (1, 3), (2, 1), (2, 4), (3, 1), (3, 4)]
     assert recorder.clients_written == len(rows)
     for row in rows:
         rep = REPORTS[int(row["round"])]
+        if int(row["client"]) in rep.rejected:
+            assert row["flagged"] == f"rejected: {rep.rejected[int(row['client'])]}"
+            assert row["weight"] == row["num_examples"] == row["update_norm"] == ""
+            continue
         i = rep.client_ids.index(int(row["client"]))
         assert int(row["num_examples"]) == rep.num_examples[i]
         assert float(row["update_norm"]) == rep.update_norms[i]
@@ -340,3 +348,46 @@ def test_write_summary_writes_strict_json(tmp_path: Path) -> None:
         "rounds.csv",
         "summary.json",
     ]
+
+
+def test_flag_reasons_name_rejection_then_detector_then_weight() -> None:
+    report = RoundReport(
+        server_round=1, sampled=[0, 1, 2, 3], client_ids=[0, 1, 2],
+        weights=[0.0, 1e-13, 0.5], flagged={0: "flame"},
+        rejected={3: "update has non-finite values"},
+    )  # fmt: skip
+    assert flag_reason(report, 3, None, "krum") == "rejected: update has non-finite values"
+    assert flag_reason(report, 0, 0.0, "krum") == "filtered: flame"
+    assert flag_reason(report, 1, 1e-13, "krum") == "weight: 1e-13 (krum)"
+    assert flag_reason(report, 2, 0.5, "krum") is None
+
+
+def test_a_defence_that_flags_nobody_has_no_detection_figures(tmp_path: Path) -> None:
+    """FedAvg's recall is "not a detector", not 0; a rejection still counts as a flag."""
+    recorder = RunRecorder(tmp_path, 2, malicious=frozenset({1}), detector=False, rule="fedavg")
+    recorder.on_evaluated(0, 0.1, 2.0)
+    plain = RoundReport(1, [0, 1], [0, 1], [5, 5], [1.0, 1.0], [1.0, 1.0], weights=[0.5, 0.5])
+    recorder.on_round_start(1)
+    recorder.on_aggregated(plain)
+    recorder.on_evaluated(1, 0.2, 1.9)
+    rejected = RoundReport(2, [0, 1], [0], [5], [1.0], [1.0], weights=[1.0], rejected={1: "nan"})
+    recorder.on_round_start(2)
+    recorder.on_aggregated(rejected)
+    recorder.on_evaluated(2, 0.3, 1.8)
+    _, rows = read_csv(tmp_path / "rounds.csv")
+    assert [rows[1][k] for k in ("detection_precision", "detection_recall")] == ["", ""]
+    assert float(rows[2]["detection_precision"]) == float(rows[2]["detection_recall"]) == 1.0
+    assert recorder.summary({})["detector"] is False
+
+
+def test_success_rate_summary_shows_what_the_final_round_hides() -> None:
+    rounds = [{"round": r, "attack_success_rate": r % 2} for r in range(1, 7)]  # 1, 0, 1, ...
+    inside = success_rate_summary(rounds, lambda r: 2 <= r <= 5)
+    assert inside == {"final": 1, "max": 1, "mean": 0.5, "rounds": 4, "window": [2, 5]}
+    assert success_rate_summary([{"round": 1, "attack_success_rate": None}], bool) is None
+
+
+def test_effective_values_are_one_number_or_their_spread() -> None:
+    assert varying_summary([0.5, 0.5]) == 0.5
+    spread = varying_summary([0.0, 0.2, 0.1])
+    assert spread == pytest.approx({"mean": 0.1, "min": 0.0, "max": 0.2, "last": 0.1, "rounds": 3})

@@ -175,7 +175,7 @@ def test_flame_flags_the_backdoor_and_keeps_it_out(
     clients = rows_of(out / "clients.csv")
     flagged = {(int(r["round"]), int(r["client"])) for r in clients if r["flagged"]}
     assert {(r, c) for r in range(1, 11) for c in malicious} <= flagged
-    assert {r["flagged"] for r in clients if r["flagged"]} == {"flame"}
+    assert {r["flagged"] for r in clients if r["flagged"]} == {"filtered: flame"}
     # min_cluster_size = 6 of 10: at most 4 flagged a round
     per_round = [
         sum(r["flagged"] != "" for r in clients if r["round"] == str(k)) for k in range(1, 11)
