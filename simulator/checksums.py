@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 __all__ = ["OFFICIAL_NAMES", "OfficialFile", "identify", "is_gzip"]
 
-# Display names of the data sets whose official files are known, by key.
+# Display names of the data sets whose official files are known, by key; a key is also
+# the config entry (dataset=KEY) where Oleander reads the data set.
 OFFICIAL_NAMES: dict[str, str] = {
     "mnist": "MNIST",
     "fashion_mnist": "Fashion-MNIST",

@@ -644,7 +644,7 @@ class Mnist(_MnistLike):
     path : str | None (default: None)
         Directory with the original IDX files; None downloads from the Hub. With only the
         two ``t10k-*`` files, their first 8,000 images train and the last 2,000 test.
-        Fashion-MNIST's or Kuzushiji-MNIST's official files are refused.
+        Fashion-MNIST's official files are refused (Kuzushiji-MNIST's .gz files too).
     hub_id : str (default: "ylecun/mnist")
         Hugging Face data set id.
     """
