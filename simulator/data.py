@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from simulator.checks import is_real
+from simulator.checksums import OFFICIAL_NAMES, identify, is_gzip
 from simulator.seeding import Stream, derive_seed
 
 __all__ = [
@@ -306,15 +307,19 @@ def stratified_split(
 # --------------------------------------------------------------------------- file readers
 
 
-def _read_bytes(path: Path, dataset: str) -> bytes:
-    """The file's bytes, gunzipped when it is gzip (by content, not by name)."""
+def _read_stored(path: Path, dataset: str) -> tuple[bytes, bytes]:
+    """The file's bytes as stored, and its contents: gunzipped when it is gzip (by
+    content, not by name). Both, so a caller can hash the file without reading it again."""
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            return gzip.decompress(raw)
-        return raw
+        stored = path.read_bytes()
+        return stored, gzip.decompress(stored) if is_gzip(stored) else stored
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{dataset}: cannot read {path}: {error}") from error
+
+
+def _read_bytes(path: Path, dataset: str) -> bytes:
+    """The file's contents, gunzipped when it is gzip."""
+    return _read_stored(path, dataset)[1]
 
 
 def read_idx_images(path: str | os.PathLike[str], dataset: str = "idx") -> np.ndarray:
@@ -323,7 +328,11 @@ def read_idx_images(path: str | os.PathLike[str], dataset: str = "idx") -> np.nd
     Layout: big-endian int32 magic 2051, count, rows, cols, then the pixels row-major.
     """
     path = Path(path)
-    data = _read_bytes(path, dataset)
+    return _parse_idx_images(_read_bytes(path, dataset), path, dataset)
+
+
+def _parse_idx_images(data: bytes, path: Path, dataset: str) -> np.ndarray:
+    """The images of an IDX image file's contents ``data`` (read from ``path``)."""
     if len(data) < 16:
         raise DataError(f"{dataset}: {path} is too short for an IDX image header (16 bytes)")
     magic, count, rows, cols = (int(v) for v in np.frombuffer(data, dtype=">i4", count=4))
@@ -346,7 +355,11 @@ def read_idx_labels(path: str | os.PathLike[str], dataset: str = "idx") -> np.nd
     Layout: big-endian int32 magic 2049, count, then one byte per label.
     """
     path = Path(path)
-    data = _read_bytes(path, dataset)
+    return _parse_idx_labels(_read_bytes(path, dataset), path, dataset)
+
+
+def _parse_idx_labels(data: bytes, path: Path, dataset: str) -> np.ndarray:
+    """The labels of an IDX label file's contents ``data`` (read from ``path``)."""
     if len(data) < 8:
         raise DataError(f"{dataset}: {path} is too short for an IDX label header (8 bytes)")
     magic, count = (int(v) for v in np.frombuffer(data, dtype=">i4", count=2))
@@ -514,8 +527,15 @@ class _HubDataSet(_DataSet):
 
 
 class _MnistLike(_HubDataSet):
-    """MNIST-format data: the four original IDX files, gzip-compressed or not."""
+    """MNIST-format data: the original IDX files, gzip-compressed or not.
 
+    The two test files are required; the two train files are optional, but come as a
+    pair. Data sets of this format share the file names too, so a file that is another
+    data set's official one (``simulator.checksums``) is refused when it is read.
+    """
+
+    # Key of this data set's official files in simulator.checksums.OFFICIAL_NAMES.
+    _official: ClassVar[str]
     _input_shape: ClassVar[tuple[int, int, int]] = (1, 28, 28)
     _files: ClassVar[tuple[str, str, str, str]] = (
         "train-images-idx3-ubyte.gz",
@@ -524,8 +544,10 @@ class _MnistLike(_HubDataSet):
         "t10k-labels-idx1-ubyte.gz",
     )
     _local_files_hint: ClassVar[str] = (
-        "the original IDX files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-        "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (or the same without .gz)"
+        "the IDX files t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz, and for "
+        "the full train split train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz "
+        f"(without them the test files' first {_TEST_ONLY_TRAIN_FRACTION:.0%} train), "
+        "each gzip-compressed or not (no .gz)"
     )
 
     def _find(self, directory: Path, gz_name: str) -> Path | None:
@@ -534,9 +556,24 @@ class _MnistLike(_HubDataSet):
                 return candidate
         return None
 
+    def _read_own(self, path: Path) -> bytes:
+        """The contents of ``path``; ``DataError`` if it is another data set's official file."""
+        stored, data = _read_stored(path, self.name)
+        found = identify(stored, len(data))
+        if found is not None and found.dataset != self._official:
+            readable = {cls._official for cls in _MnistLike.__subclasses__()}
+            instead = f" or use dataset={found.dataset}" if found.dataset in readable else ""
+            own = OFFICIAL_NAMES[self._official]
+            raise DataError(
+                f"{self.name}: {path} is {found.dataset_name}'s official {found.name} "
+                f"({found.algorithm} {found.digest}), not {own}'s; point dataset.path at "
+                f"the {own} files{instead}"
+            )
+        return data
+
     def _read_pair(self, images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
-        images = read_idx_images(images_path, self.name)
-        labels = read_idx_labels(labels_path, self.name)
+        images = _parse_idx_images(self._read_own(images_path), images_path, self.name)
+        labels = _parse_idx_labels(self._read_own(labels_path), labels_path, self.name)
         if images.shape[0] != labels.shape[0]:
             raise DataError(
                 f"{self.name}: {images_path} holds {images.shape[0]} images but "
@@ -559,8 +596,9 @@ class _MnistLike(_HubDataSet):
         found = [self._find(directory, name) for name in self._files]
         train_images, train_labels, test_images, test_labels = found
         if test_images is None or test_labels is None:
-            missing = [n for n, p in zip(self._files, found, strict=True) if p is None]
-            raise self._lacks(missing)
+            # Only the test files are required: name those missing, not the train files.
+            test_files = zip(self._files[2:], found[2:], strict=True)
+            raise self._lacks([name for name, path in test_files if path is None])
         if (train_images is None) != (train_labels is None):
             raise self._lacks([self._files[0] if train_images is None else self._files[1]])
         return train_images, train_labels, test_images, test_labels
@@ -606,9 +644,12 @@ class Mnist(_MnistLike):
     path : str | None (default: None)
         Directory with the original IDX files; None downloads from the Hub. With only the
         two ``t10k-*`` files, their first 8,000 images train and the last 2,000 test.
+        Fashion-MNIST's official files are refused (Kuzushiji-MNIST's .gz files too).
     hub_id : str (default: "ylecun/mnist")
         Hugging Face data set id.
     """
+
+    _official: ClassVar[str] = "mnist"
 
     def __init__(
         self, name: str = "mnist", path: str | None = None, hub_id: str = "ylecun/mnist"
@@ -624,10 +665,14 @@ class FashionMnist(_MnistLike):
     name : str (default: "fashion_mnist")
         Name recorded in results.
     path : str | None (default: None)
-        Directory with the original IDX files (same names as MNIST's); None downloads.
+        Directory with the original IDX files (same names and layout as MNIST's, whose
+        official files are refused); None downloads. With only the two ``t10k-*``
+        files, their first 8,000 images train and the last 2,000 test.
     hub_id : str (default: "zalando-datasets/fashion_mnist")
         Hugging Face data set id.
     """
+
+    _official: ClassVar[str] = "fashion_mnist"
 
     def __init__(
         self,
