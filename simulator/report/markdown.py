@@ -162,7 +162,7 @@ def document(report: Report) -> list[Block]:
         _p(runs_line + "."),
         _p(CELL_NOTE),
     ]
-    common = report.common_settings() if report.rows else []
+    common = report.common_settings if report.rows else []
     if common:
         blocks += [
             Block("h2", "Settings common to every finished run"),

@@ -5,6 +5,7 @@ the outputs are made from.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
@@ -447,6 +448,7 @@ class Report:
         dropped = {dup for dup, _ in self.duplicates}
         return [row for row in self.rows if row["run"] not in dropped]
 
+    @functools.cached_property
     def common_settings(self) -> list[SettingRow]:
         """Settings with one value in every finished run: the core ones, those that differ
         from the defaults and the partition's own."""
@@ -455,7 +457,7 @@ class Report:
     def section_settings(self, setting: Setting) -> list[SettingRow]:
         """The section's settings not already common to every run, its attack's own
         parameters always, then the parameters its runs found themselves."""
-        common = {r.source for r in self.common_settings()}
+        common = {r.source for r in self.common_settings}
         runs = self.section_runs(setting)
         return [
             *settings_rows(runs, always=("attack",), skip=tuple(common)),
