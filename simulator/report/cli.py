@@ -166,7 +166,6 @@ def build_report(args: argparse.Namespace, command: str) -> Report:
         extras=extras,
         metric=args.metric,
         cells=aggregate(kept, args.metric, extras),
-        success=aggregate(kept, "final_attack_success_rate", extras),
         success_stats={
             stat: aggregate(kept, f"attack_success_rate_{stat}", extras) for stat in SUCCESS_STATS
         },

@@ -63,9 +63,13 @@ def to_latex(blocks: Sequence[Block], command: str) -> str:
         f"% Produced by: {command}",
         "",
     ]
+    heading = ""
     for block in blocks:
         if block.kind == "h2":
-            lines += [f"\\section*{{{escape(block.text)}}}", ""]
+            heading = block.text  # written before its first table: no empty sections
         elif block.kind == "table" and block.table is not None:
+            if heading:
+                lines += [f"\\section*{{{escape(heading)}}}", ""]
+                heading = ""
             lines += table(block.table)
     return "\n".join(lines).rstrip() + "\n"

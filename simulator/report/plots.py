@@ -127,8 +127,8 @@ def plot_accuracy_over_rounds(report: Report, path: Path) -> None:
 
 
 def plot_success_over_rounds(report: Report, path: Path) -> None:
-    """As the accuracy plot, for the attack success rate: one panel per attack that has one,
-    the attack window shaded where it ends before the run."""
+    """As the accuracy plot, for the attack success rate: one panel per attack that has one
+    (the rounds where it was measured)."""
     settings = [s for s in report.settings if any(p[0] == s for p in report.success_curves)]
     _plot_over_rounds(
         report,

@@ -194,7 +194,7 @@ def settings_rows(
             or top in CORE_GROUPS
             or any(key.startswith(f"{p}.") or key == p for p in always)
             or changed
-            or len(distinct) > 1
+            or _varies(runs, key, found)
         )
         if not listed:
             continue
@@ -216,6 +216,18 @@ def settings_rows(
 
 def _is_choice(key: str) -> bool:
     return key.endswith(".name") and key.split(".")[0] in GROUPS
+
+
+def _varies(runs: Sequence[Run], key: str, found: dict[str, Any]) -> bool:
+    """Whether ``key`` takes more than one value; a group's own key only within one option
+    (the median's weighting differs from FedAvg's by default: not a setting that varies)."""
+    top = key.split(".")[0]
+    groups: dict[str, set[str]] = defaultdict(set)
+    for run in runs:
+        if run.name in found:
+            option = str(_get(run.config, f"{top}.name")) if top in GROUPS else ""
+            groups[option].add(_key(found[run.name]))
+    return any(len(values) > 1 for values in groups.values())
 
 
 def _default(run: Run, key: str) -> str:

@@ -413,7 +413,6 @@ class Report:
     extras: tuple[str, ...]
     metric: str
     cells: dict[Point, Cell]
-    success: dict[Point, Cell]  # final round of the run
     success_stats: dict[str, dict[Point, Cell]]  # SUCCESS_STATS over the attack window
     detectors: dict[Point, bool]  # whether a run at the point singles out clients
     precision: dict[Point, Cell]  # detection precision, mean over rounds
