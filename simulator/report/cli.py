@@ -12,32 +12,39 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from simulator.report.collect import ReportError, _float, collect
-from simulator.report.markdown import render_markdown
+from simulator.report import runinfo
+from simulator.report.collect import ReportError, Run, Sweep, _float, collect_all
+from simulator.report.latex import to_latex
+from simulator.report.markdown import document, to_markdown
 from simulator.report.plots import (
-    PLOTS,
+    SUCCESS_PLOT,
     plot_accuracy_over_rounds,
     plot_accuracy_vs_fraction,
     plot_heatmap,
+    plot_success_over_rounds,
+    plots_of,
 )
 from simulator.report.tables import (
     CONFIG_COLUMNS,
     METRICS,
     RESULT_COLUMNS,
     SETTING_COLUMNS,
+    SUCCESS_STATS,
     Report,
     _fraction_key,
     _hashable,
     aggregate,
     deduplicate,
+    effective_columns,
     results_rows,
     round_curves,
     rounds_rows,
+    setting_columns,
     varying_keys,
 )
 from simulator.results import csv_text
 
-PROG = "oleander-report"
+PROG = runinfo.PROG
 
 
 def fail(message: str) -> NoReturn:
@@ -56,6 +63,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Tables, a Markdown report and plots over Oleander runs and sweeps.",
+        epilog=(
+            f"One run: `{PROG} show RUN` prints its config, effective parameters, warnings "
+            f"and results; `{PROG} flagged RUN [--round R]` the clients its defence flagged "
+            "against the true attackers."
+        ),
     )
     parser.add_argument(
         "dirs",
@@ -81,6 +93,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         choices=sorted(METRICS),
         default="final_accuracy",
         help="accuracy in the tables and plots",
+    )
+    parser.add_argument(
+        "--latex",
+        action="store_true",
+        help="also write the tables as booktabs LaTeX (report.tex beside report.md)",
     )
     return parser.parse_args(argv)
 
@@ -111,11 +128,27 @@ def _heatmap_fraction(fractions: Sequence[float], wanted: float | None) -> float
     )
 
 
+def never_started(
+    runs: Sequence[Run], sweeps: Sequence[Sweep]
+) -> list[tuple[str, tuple[str, ...]]]:
+    """The points of each sweep's record with no run directory under the sweep's root."""
+    missing = []
+    for sweep in sweeps:
+        seen = {
+            frozenset(r.overrides)
+            for r in runs
+            if r.path == sweep.path or sweep.path in r.path.parents
+        }
+        missing += [(sweep.name, p) for p in sweep.points if frozenset(p) not in seen]
+    return missing
+
+
 def build_report(args: argparse.Namespace, command: str) -> Report:
-    runs = collect(args.dirs)
+    runs, sweeps = collect_all(args.dirs)
     finished = [r for r in runs if r.status == "finished"]
     extras = varying_keys(finished)
-    rows = results_rows(finished, extras)
+    settings = setting_columns(finished, extras)
+    rows = results_rows(finished, extras, settings)
     kept, duplicates = deduplicate(rows)
     shared, split_by = {}, []
     for column in (*SETTING_COLUMNS, *extras):
@@ -125,24 +158,41 @@ def build_report(args: argparse.Namespace, command: str) -> Report:
         elif values:
             split_by.append(column)
     fractions = sorted({_fraction_key(r["malicious_fraction"]) for r in kept})
-    return Report(
+    detector_cells = aggregate(kept, "detector", extras)
+    by_name = {r.name: r for r in finished}
+    report = Report(
         runs=runs,
         rows=rows,
         extras=extras,
         metric=args.metric,
         cells=aggregate(kept, args.metric, extras),
-        success=aggregate(kept, "final_attack_success_rate", extras),
+        success_stats={
+            stat: aggregate(kept, f"attack_success_rate_{stat}", extras) for stat in SUCCESS_STATS
+        },
+        detectors={p: any(v > 0 for v in c.values) for p, c in detector_cells.items()},
         precision=aggregate(kept, "mean_detection_precision", extras),
         recall=aggregate(kept, "mean_detection_recall", extras),
         fpr=aggregate(kept, "mean_detection_fpr", extras),
         lifespan=aggregate(kept, "backdoor_lifespan", extras),
-        curves=round_curves(kept, {r.name: r for r in finished}, extras),
+        curves=round_curves(kept, by_name, extras),
+        success_curves={
+            p: curve
+            for p, curve in round_curves(kept, by_name, extras, "attack_success_rate").items()
+            if curve
+        },
         duplicates=duplicates,
         shared=shared,
         split_by=tuple(split_by),
         heatmap_fraction=_heatmap_fraction(fractions, args.fraction),
         command=command,
+        setting_columns=settings,
+        effective_columns=effective_columns(finished),
+        sweeps=tuple(sweeps),
+        never_started=tuple(never_started(runs, sweeps)),
+        latex=args.latex,
     )
+    report.plots = plots_of(report)
+    return report
 
 
 def write_text(path: Path, text: str) -> None:
@@ -158,23 +208,42 @@ def write_text(path: Path, text: str) -> None:
 def write_outputs(report: Report, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     finished = [r for r in report.runs if r.status == "finished"]
-    columns = ["run", *CONFIG_COLUMNS, *report.extras, *RESULT_COLUMNS]
+    columns = [
+        "run",
+        *CONFIG_COLUMNS,
+        *report.extras,
+        *report.setting_columns,
+        *report.effective_columns,
+        *RESULT_COLUMNS,
+    ]
     write_text(out / "results.csv", csv_text(columns, report.rows))
     long_columns, long_rows = rounds_rows(finished, report.extras)
     write_text(out / "rounds.csv", csv_text(long_columns, long_rows))
-    write_text(out / "report.md", render_markdown(report))
+    blocks = document(report)
+    write_text(out / "report.md", to_markdown(blocks))
     written = [out / "results.csv", out / "rounds.csv", out / "report.md"]
+    if report.latex:
+        write_text(out / "report.tex", to_latex(blocks, report.command))
+        written.append(out / "report.tex")
     if report.rows:
-        plot_accuracy_vs_fraction(report, out / PLOTS[0])
-        plot_accuracy_over_rounds(report, out / PLOTS[1])
-        plot_heatmap(report, out / PLOTS[2])
-        written += [out / name for name in PLOTS]
+        draw = {
+            "accuracy_vs_fraction.png": plot_accuracy_vs_fraction,
+            "accuracy_over_rounds.png": plot_accuracy_over_rounds,
+            "heatmap.png": plot_heatmap,
+            SUCCESS_PLOT: plot_success_over_rounds,
+        }
+        for name in report.plots:
+            draw[name](report, out / name)
+            written.append(out / name)
     return written
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console script ``oleander-report``."""
+    """Console script ``oleander-report``: a report over DIRs, or ``show``/``flagged`` RUN."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in runinfo.COMMANDS:
+        runinfo.main(args_list)
+        return
     args = parse_args(args_list)
     try:
         report = build_report(args, shlex.join([PROG, *args_list]))
@@ -190,5 +259,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     finished = sum(r.status == "finished" for r in report.runs)
     if not finished:
         print(f"{PROG}: no finished runs: no tables and no plots", file=sys.stderr)
+    warned = sum(1 for names in report.warnings().values() for _ in names)
+    if warned:
+        print(f"{PROG}: {warned} warning(s) recorded by the runs: see report.md", file=sys.stderr)
     names = ", ".join(p.name for p in written)
-    print(f"{PROG}: {finished} of {len(report.runs)} runs in the tables; wrote {names} to {out}")
+    print(f"{PROG}: {finished} of {report.total_runs} runs in the tables; wrote {names} to {out}")

@@ -1,16 +1,19 @@
 """Finding run directories and reading them as ``Run`` objects.
 
-A run is a folder holding ``.hydra/config.yaml`` (or a ``skipped.json``). Only five files
-of a run are read, and only as data: ``.hydra/config.yaml`` and ``.hydra/overrides.yaml``
-(``yaml.safe_load``; ``${key}`` interpolations are resolved here by lookup, no OmegaConf
-resolver runs), ``summary.json``, ``skipped.json`` and ``rounds.csv``. Nothing found in a
-run directory is unpickled, imported or executed.
+A run is a folder holding ``.hydra/config.yaml`` (or a ``skipped.json``). Only these files
+of a run are read, and only as data: ``.hydra/config.yaml``, ``.hydra/overrides.yaml`` and
+``.hydra/hydra.yaml`` (``yaml.safe_load``; ``${key}`` interpolations are resolved here by
+lookup, no OmegaConf resolver runs), ``summary.json``, ``skipped.json``, ``rounds.csv`` and,
+for ``oleander-report flagged``, ``clients.csv``. A sweep's own record, ``multirun.yaml`` at
+its root, is read the same way. Nothing found in a run directory is unpickled, imported or
+executed.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -49,6 +52,22 @@ class Run:
     rounds: list[dict[str, str]] = field(default_factory=list)
     round_columns: tuple[str, ...] = ()
     overrides: list[str] = field(default_factory=list)
+    # Group choices as Hydra recorded them (hydra.runtime.choices), e.g. {"strategy": "krum"}.
+    choices: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Sweep:
+    """A sweep's own record: the points its ``multirun.yaml`` asked for, each an override set.
+
+    ``error`` says why the points could not be listed (a sweep type the basic sweeper does
+    not run); ``points`` is then empty.
+    """
+
+    path: Path
+    name: str
+    points: list[tuple[str, ...]] = field(default_factory=list)
+    error: str = ""
 
 
 def _natural_key(text: str) -> list[Any]:
@@ -60,13 +79,24 @@ def _natural_key(text: str) -> list[Any]:
 
 def find_run_dirs(root: Path) -> list[Path]:
     """Every folder under ``root`` (itself included) that holds a run; symlinks not followed."""
-    found = []
+    return find_dirs(root)[0]
+
+
+def find_dirs(root: Path) -> tuple[list[Path], list[Path]]:
+    """The run folders and the sweep roots (folders with ``multirun.yaml``) under ``root``."""
+    runs, sweeps = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         if (here / ".hydra" / "config.yaml").is_file() or "skipped.json" in filenames:
-            found.append(here)
+            runs.append(here)
+        if "multirun.yaml" in filenames:
+            sweeps.append(here)
         dirnames[:] = [d for d in dirnames if d != ".hydra"]
-    return found
+    return runs, sweeps
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / ".hydra" / "config.yaml").is_file()
 
 
 def _read_text(path: Path) -> str:
@@ -177,9 +207,27 @@ def _int(value: Any) -> int | None:
     return int(number) if number is not None and number == int(number) else None
 
 
+def load_choices(path: Path) -> dict[str, str]:
+    """The group choices of ``.hydra/hydra.yaml`` (Hydra's own groups left out); none when
+    the file is missing or unreadable: the choices only refine the settings table."""
+    try:
+        data = load_yaml(path)
+    except BrokenFile:
+        return {}
+    choices = _get(data, "hydra.runtime.choices") if isinstance(data, dict) else None
+    if not isinstance(choices, dict):
+        return {}
+    return {
+        str(k): str(v)
+        for k, v in choices.items()
+        if v is not None and not str(k).startswith("hydra/")
+    }
+
+
 def load_run(path: Path, name: str) -> Run:
     """Read one run directory; a file that does not parse makes the run ``broken``."""
     run = Run(path=path, name=name)
+    run.choices = load_choices(path / ".hydra" / "hydra.yaml")
     try:
         config_path = path / ".hydra" / "config.yaml"
         if config_path.is_file():
@@ -230,6 +278,11 @@ def collect(dirs: Sequence[Path]) -> list[Run]:
 
     A folder that does not exist or holds no run is a ``ReportError``.
     """
+    return collect_all(dirs)[0]
+
+
+def collect_all(dirs: Sequence[Path]) -> tuple[list[Run], list[Sweep]]:
+    """The runs under ``dirs`` (as ``collect``) and the sweeps whose roots lie under them."""
     roots = []
     for d in dirs:
         if not d.is_dir():
@@ -237,10 +290,81 @@ def collect(dirs: Sequence[Path]) -> list[Run]:
         roots.append(d.resolve())
     base = Path(os.path.commonpath(roots))
     found: dict[Path, None] = {}
+    sweep_roots: dict[Path, None] = {}
     for d, root in zip(dirs, roots, strict=True):
-        paths = find_run_dirs(root)
+        paths, sweeps = find_dirs(root)
         if not paths:
             raise ReportError(f"no runs under {d} (no folder with .hydra/config.yaml)")
         found.update(dict.fromkeys(paths))
+        sweep_roots.update(dict.fromkeys(sweeps))
     runs = [load_run(p, p.relative_to(base).as_posix() or ".") for p in found]
-    return sorted(runs, key=lambda r: _natural_key(r.name))
+    sweeps = [load_sweep(p, p.relative_to(base).as_posix() or ".") for p in sweep_roots]
+    return sorted(runs, key=lambda r: _natural_key(r.name)), sweeps
+
+
+def load_sweep(path: Path, name: str) -> Sweep:
+    """The points ``multirun.yaml`` asked for, expanded as Hydra's basic sweeper does:
+    ``hydra.sweeper.params`` first, then the command line's overrides, a later value of a
+    key replacing an earlier one; comma lists, ``range()`` and ``choice()`` are expanded."""
+    sweep = Sweep(path=path, name=name)
+    try:
+        record = load_yaml(path / "multirun.yaml")
+    except BrokenFile as error:
+        sweep.error = str(error)
+        return sweep
+    task = _get(record, "hydra.overrides.task") if isinstance(record, dict) else None
+    params = _get(record, "hydra.sweeper.params") if isinstance(record, dict) else None
+    if not isinstance(task, list):
+        sweep.error = "multirun.yaml: no hydra.overrides.task"
+        return sweep
+    lines = [f"{k}={v}" for k, v in (params or {}).items()] if isinstance(params, dict) else []
+    lines += [str(t) for t in task]
+    try:
+        sweep.points = expand_sweep(lines)
+    except ValueError as error:
+        sweep.error = f"multirun.yaml: {error}"
+    return sweep
+
+
+def expand_sweep(lines: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every point of a sweep: the product of each key's values, in Hydra's own spelling."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(lines))
+    except HydraException as error:
+        raise ValueError(f"cannot parse the sweep's overrides: {_first_line(error)}") from None
+    values: dict[str, list[str]] = {}
+    for override in parsed:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+            continue
+        if not override.is_discrete_sweep():
+            raise ValueError(f"{override.input_line}: not a sweep the basic sweeper runs")
+        try:
+            values[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
+        except (HydraException, ValueError, TypeError) as error:
+            raise ValueError(f"{override.input_line}: cannot expand: {error}") from None
+    return [tuple(point) for point in itertools.product(*values.values())]
+
+
+def load_clients(path: Path) -> list[dict[str, str]]:
+    """The rows of a run's clients.csv (``BrokenFile`` if missing or malformed)."""
+    if not path.is_file():
+        raise BrokenFile(f"no {path.name} in {path.parent}")
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    columns = tuple(reader.fieldnames or ())
+    missing = [c for c in ("round", "client", "malicious") if c not in columns]
+    if missing:
+        raise BrokenFile(f"{path.name}: no column {', '.join(missing)}")
+    rows = []
+    try:
+        for row in reader:
+            if None in row or None in row.values() or _int(row["round"]) is None:
+                raise BrokenFile(f"{path.name}: line {reader.line_num} is malformed")
+            rows.append(row)
+    except csv.Error as error:
+        raise BrokenFile(f"{path.name}: line {reader.line_num}: {error}") from error
+    return rows

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 PLOTS = ("accuracy_vs_fraction.png", "accuracy_over_rounds.png", "heatmap.png")
+SUCCESS_PLOT = "success_over_rounds.png"  # drawn when a run measured an attack success rate
+
+
+def plots_of(report: Report) -> tuple[str, ...]:
+    """The plots the report gets: the success-rate plot only where there is a success rate."""
+    return (*PLOTS, SUCCESS_PLOT) if report.success_curves else PLOTS
 
 
 def _colors(rules: Sequence[str]) -> dict[str, Any]:
@@ -110,12 +116,50 @@ def plot_accuracy_vs_fraction(report: Report, path: Path) -> None:
 
 def plot_accuracy_over_rounds(report: Report, path: Path) -> None:
     """One panel per attack, one line per rule at the panel's largest f: mean over seeds."""
-    settings, colors = report.settings, _colors(report.rules)
+    _plot_over_rounds(
+        report,
+        report.curves,
+        report.settings,
+        path,
+        ylabel="test accuracy (mean over seeds)",
+        title="Test accuracy by round at the largest fraction (mean, band ± std)",
+    )
+
+
+def plot_success_over_rounds(report: Report, path: Path) -> None:
+    """As the accuracy plot, for the attack success rate: one panel per attack that has one
+    (the rounds where it was measured)."""
+    settings = [s for s in report.settings if any(p[0] == s for p in report.success_curves)]
+    _plot_over_rounds(
+        report,
+        report.success_curves,
+        settings,
+        path,
+        ylabel="attack success rate (mean over seeds)",
+        title="Attack success rate by round at the largest fraction (mean, band ± std)",
+    )
+
+
+def _plot_over_rounds(
+    report: Report,
+    curves: dict[Any, dict[int, Any]],
+    settings: Sequence[Any],
+    path: Path,
+    *,
+    ylabel: str,
+    title: str,
+) -> None:
+    colors = _colors(report.rules)
     fig, axes = _panels(len(settings))
     for ax, setting in zip(axes, settings, strict=True):
-        fraction = report.fractions(setting)[-1]
+        fractions = [
+            f
+            for f in report.fractions(setting)
+            if any((setting, r, f) in curves for r in report.rules)
+        ]
+        fraction = fractions[-1]
         for rule in report.rules:
-            curve = report.curves.get((setting, rule, fraction))
+            curve = curves.get((setting, rule, fraction))
             if not curve:
                 continue
             points = [(r, c) for r, c in curve.items() if c.values]
@@ -132,12 +176,20 @@ def plot_accuracy_over_rounds(report: Report, path: Path) -> None:
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{report.label(setting)}, f = {fraction:g}", fontsize=10)
         ax.set_xlabel("round (0: initial model)")
-        ax.set_ylabel("test accuracy (mean over seeds)")
+        ax.set_ylabel(ylabel)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-    fig.suptitle("Test accuracy by round at the largest fraction (mean, band ± std)", fontsize=11)
+    fig.suptitle(title, fontsize=11)
     _legend(fig, axes)
     save_figure(fig, path)
+
+
+def _wrap(label: str, width: int = 16) -> str:
+    """A tick label on lines of about ``width`` characters, broken after commas or spaces."""
+    import re
+    import textwrap
+
+    return "\n".join(textwrap.wrap(re.sub(r",(?! )", ", ", label), width)) or label
 
 
 def plot_heatmap(report: Report, path: Path) -> None:
@@ -157,34 +209,52 @@ def plot_heatmap(report: Report, path: Path) -> None:
             cell = report.cells.get((setting, rule, fraction))
             if cell is not None and cell.values:
                 grid[i, j] = cell.mean
-    labels = [report.label(s, short=True) for s in settings]
+    labels = [_wrap(report.label(s, short=True)) for s in settings]
+    # Room for the labels: each column as wide as its longest line, the figure as tall as
+    # the most lines any label has.
+    longest = max((len(line) for label in labels for line in label.split("\n")), default=8)
+    lines = max((label.count("\n") + 1 for label in labels), default=1)
     fig = Figure(
-        figsize=(max(5.0, 1.5 * len(settings) + 3.0), max(3.0, 0.7 * len(rules) + 2.0)),
+        figsize=(
+            max(5.0, max(1.4, 0.09 * longest) * len(settings) + 3.5),
+            max(3.0, 0.7 * len(rules) + 2.0 + 0.18 * lines),
+        ),
         layout="constrained",
     )
     ax = fig.subplots()
+    low, high = heat_scale(grid)
     cmap = colormaps["viridis"].with_extremes(bad="0.85")
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=low, vmax=high, aspect="auto")
     for i, rule in enumerate(rules):
         for j, setting in enumerate(settings):
             cell = report.cells.get((setting, rule, fraction))
             if cell is None or not cell.values:
                 text, color = "no run" if cell is None else "no value", "black"
             else:
-                std = "" if math.isnan(cell.std) else f"\n± {cell.std:.2f}"
-                text, color = f"{cell.mean:.2f}{std}", "black" if cell.mean > 0.6 else "white"
+                std = "" if math.isnan(cell.std) else f"\n± {cell.std:.3f}"
+                bright = (cell.mean - low) / (high - low) > 0.6
+                text, color = f"{cell.mean:.3f}{std}", "black" if bright else "white"
             ax.text(j, i, text, ha="center", va="center", color=color, fontsize=9)
-    rotate = len(settings) > 3
-    ax.set_xticks(
-        range(len(settings)),
-        labels,
-        rotation=30 if rotate else 0,
-        ha="right" if rotate else "center",
-    )
+    ax.set_xticks(range(len(settings)), labels, fontsize=8)
     ax.set_yticks(range(len(rules)), rules)
     ax.set_xlabel("attack")
     ax.set_ylabel("aggregation rule")
     metric = METRICS[report.metric]
     ax.set_title(f"{metric} at malicious fraction f = {fraction:g} (mean over seeds)", fontsize=10)
-    fig.colorbar(image, ax=ax, label=metric.lower())
+    fig.colorbar(image, ax=ax, label=f"{metric.lower()} (scale fitted to the cells)")
     save_figure(fig, path)
+
+
+def heat_scale(grid: Any) -> tuple[float, float]:
+    """The colour scale's ends: the smallest and largest cell, widened to at least 0.01 so
+    equal cells do not divide by zero; (0, 1) with no value at all."""
+    import numpy as np
+
+    finite = grid[np.isfinite(grid)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    if high - low < 0.01:
+        middle = (low + high) / 2
+        low, high = middle - 0.005, middle + 0.005
+    return low, high

@@ -1,9 +1,11 @@
-"""Runs as rows (``results.csv`` and the long ``rounds.csv``), rows as means and standard
-deviations over seeds (``Cell``), all gathered in the ``Report`` the outputs are made from.
+"""Runs as rows (``results.csv`` and the long ``rounds.csv``), rows as means, standard
+deviations and confidence intervals over seeds (``Cell``), all gathered in the ``Report``
+the outputs are made from.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
@@ -12,7 +14,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from simulator.report.collect import Run, _float, _get, _int
+from simulator.report.collect import Run, Sweep, _float, _get, _int
+from simulator.report.settings import (
+    SettingRow,
+    effective_number,
+    effective_of,
+    effective_rows,
+    flatten,
+    settings_rows,
+)
 from simulator.schema import GROUPS
 
 METRICS = {"final_accuracy": "Final accuracy", "best_accuracy": "Best accuracy"}
@@ -49,11 +59,22 @@ CONFIG_KEYS = {
     "seed": "seed",
 }
 INT_COLUMNS = ("num_clients", "clients_per_round", "num_rounds", "seed")
+# The attack success rate over the attack window (start_round..stop_round): its last, its
+# largest and its mean value; final_attack_success_rate is the run's last round's.
+SUCCESS_STATS = ("final", "max", "mean")
+SUCCESS_COLUMNS = tuple(f"attack_success_rate_{stat}" for stat in SUCCESS_STATS)
+SUCCESS_TITLES = {
+    "final": "last round of the attack window",
+    "max": "largest over the attack window",
+    "mean": "mean over the attack window",
+}
 RESULT_COLUMNS = (
     "final_accuracy",
     "best_accuracy",
     "best_round",
     "final_attack_success_rate",
+    *SUCCESS_COLUMNS,
+    "detector",
     "mean_detection_precision",
     "mean_detection_recall",
     "mean_detection_fpr",
@@ -88,15 +109,6 @@ def config_columns(run: Run) -> dict[str, Any]:
     return row
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: node}
-
-
 def varying_keys(runs: Sequence[Run]) -> tuple[str, ...]:
     """Config keys outside the standard columns whose values differ between the runs.
 
@@ -110,7 +122,7 @@ def varying_keys(runs: Sequence[Run]) -> tuple[str, ...]:
     for run in runs:
         flat = {
             k: json.dumps(v, sort_keys=True, default=str)
-            for k, v in _flatten(run.config).items()
+            for k, v in flatten(run.config).items()
             if k.split(".")[0] not in UNCOMPARED_KEYS and k not in covered
         }
         for top in {k.split(".")[0] for k in flat}:
@@ -124,6 +136,44 @@ def varying_keys(runs: Sequence[Run]) -> tuple[str, ...]:
             if len({flat.get(key) for flat in flats}) > 1:
                 varying.add(key)
     return tuple(sorted(varying))
+
+
+def success_stats(run: Run) -> dict[str, float | None]:
+    """Final, largest and mean attack success rate over the attack window's rounds that
+    have one: the summary's record, else computed from rounds.csv and the threat model's
+    window (runs of older versions); all None when the run has no success metric."""
+    record = run.summary.get("attack_success_rate")
+    if isinstance(record, dict):
+        return {stat: _float(record.get(stat)) for stat in SUCCESS_STATS}
+    none: dict[str, float | None] = dict.fromkeys(SUCCESS_STATS)
+    if "attack_success_rate" in run.summary:  # recorded as null: no success metric
+        return none
+    threat = run.summary.get("threat_model")
+    threat = threat if isinstance(threat, dict) else {}
+    start = _int(threat.get("start_round")) or 1
+    stop = _int(threat.get("stop_round"))
+    values = [
+        value
+        for row in run.rounds
+        if (r := _int(row["round"]) or 0) >= max(start, 1) and (stop is None or r <= stop)
+        if (value := _float(row.get("attack_success_rate"))) is not None
+    ]
+    if not values:
+        return none
+    return {"final": values[-1], "max": max(values), "mean": statistics.fmean(values)}
+
+
+def is_detector(run: Run) -> bool:
+    """Whether the run's defence singles out clients: the summary's ``detector``; for runs
+    of older versions, whether any round flagged a client (recall or FPR above 0)."""
+    flag = run.summary.get("detector")
+    if isinstance(flag, bool):
+        return flag
+    return any(
+        (_float(row.get("detection_recall")) or 0.0) > 0
+        or (_float(row.get("detection_fpr")) or 0.0) > 0
+        for row in run.rounds
+    )
 
 
 def _mean_defined(rows: Iterable[dict[str, str]], column: str) -> float | None:
@@ -146,27 +196,53 @@ def _lifespan(record: Any) -> int | None:
     return _int(value)
 
 
-def results_rows(runs: Sequence[Run], extras: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per finished run: its identifying columns, ``extras`` and its results."""
+def setting_columns(runs: Sequence[Run], extras: Sequence[str]) -> tuple[str, ...]:
+    """The settings of every table (``settings_rows``) as results.csv columns, besides the
+    identifying columns and ``extras``."""
+    taken = {*CONFIG_KEYS.values(), *extras}
+    keys = {row.source for row in settings_rows(runs, always=("attack",))}
+    return tuple(sorted(k for k in keys if k and k not in taken))
+
+
+def effective_columns(runs: Sequence[Run]) -> tuple[str, ...]:
+    """``effective.<key>`` for every effective parameter any run recorded."""
+    return tuple(sorted({f"effective.{k}" for run in runs for k in effective_of(run)}))
+
+
+def results_rows(
+    runs: Sequence[Run], extras: Sequence[str], settings: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """One row per finished run: its identifying columns, ``extras``, the ``settings``
+    columns, its effective parameters and its results."""
     rows = []
     for run in runs:
         summary = run.summary
         row: dict[str, Any] = {"run": run.name, **config_columns(run)}
-        row.update({key: _get(run.config, key) for key in extras})
+        row.update({key: _get(run.config, key) for key in (*extras, *settings)})
+        row.update({f"effective.{k}": effective_number(v) for k, v in effective_of(run).items()})
+        detector = is_detector(run)
+        stats = success_stats(run)
         row.update(
             final_accuracy=_float(summary.get("final_accuracy")),
             best_accuracy=_float(summary.get("best_accuracy")),
             best_round=_int(summary.get("best_round")),
             final_attack_success_rate=_float(summary.get("final_attack_success_rate")),
-            mean_detection_precision=_mean_defined(run.rounds, "detection_precision"),
-            mean_detection_recall=_mean_defined(run.rounds, "detection_recall"),
-            mean_detection_fpr=_mean_defined(run.rounds, "detection_fpr"),
+            **{f"attack_success_rate_{k}": v for k, v in stats.items()},
+            detector=int(detector),
+            mean_detection_precision=_detection_mean(run, detector, "detection_precision"),
+            mean_detection_recall=_detection_mean(run, detector, "detection_recall"),
+            mean_detection_fpr=_detection_mean(run, detector, "detection_fpr"),
             backdoor_lifespan=_lifespan(summary.get("backdoor_lifespan")),
             wall_seconds=_float(summary.get("wall_seconds")),
             config_digest=summary.get("config_digest"),
         )
         rows.append(row)
     return rows
+
+
+def _detection_mean(run: Run, detector: bool, column: str) -> float | None:
+    """Mean over the rounds where defined; none for a defence that flags no one."""
+    return _mean_defined(run.rounds, column) if detector else None
 
 
 def rounds_rows(
@@ -209,15 +285,31 @@ class Cell:
         # Sample standard deviation (n - 1): the seeds are a sample of the seeds there are.
         return statistics.stdev(self.values) if len(self.values) > 1 else math.nan
 
+    @property
+    def ci(self) -> float:
+        """Half-width of the 95% confidence interval of the mean (Student t, n - 1
+        degrees of freedom); NaN for fewer than two values."""
+        n = len(self.values)
+        return t_quantile(n - 1) * self.std / math.sqrt(n) if n > 1 else math.nan
+
     def text(self) -> str:
-        """``0.912 ± 0.004 (n=3)``; ``(n=2 of 3)`` when a run had no value."""
+        """``0.912 ± 0.010 (sd 0.004, n=3)``: ± the 95% CI; ``n=2 of 3`` when a run had
+        no value; ``n=1, no CI`` for one value."""
         if not self.values:
             return f"– (n=0 of {self.runs})"
         n = len(self.values)
         count = f"n={n}" if n == self.runs else f"n={n} of {self.runs}"
         if n == 1:
-            return f"{self.mean:.3f} ({count})"
-        return f"{self.mean:.3f} ± {self.std:.3f} ({count})"
+            return f"{self.mean:.3f} ({count}, no CI)"
+        return f"{self.mean:.3f} ± {self.ci:.3f} (sd {self.std:.3f}, {count})"
+
+
+def t_quantile(df: int, level: float = 0.95) -> float:
+    """Student's t quantile for a two-sided ``level`` interval (scipy, imported here: only
+    tables with two or more seeds need it)."""
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, 0.5 + level / 2))
 
 
 def rule_of(row: dict[str, Any]) -> str:
@@ -280,16 +372,20 @@ def aggregate(
 
 
 def round_curves(
-    rows: Sequence[dict[str, Any]], runs: dict[str, Run], extras: Sequence[str]
+    rows: Sequence[dict[str, Any]],
+    runs: dict[str, Run],
+    extras: Sequence[str],
+    column: str = "test_accuracy",
 ) -> dict[Point, dict[int, Cell]]:
-    """Test accuracy by round over seeds, for each (setting, rule, fraction)."""
+    """``column`` of rounds.csv by round over seeds, for each (setting, rule, fraction)."""
     by_round: dict[Point, dict[int, list[float | None]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         point = (setting_of(row, extras), rule_of(row), _fraction_key(row["malicious_fraction"]))
         for record in runs[row["run"]].rounds:
-            by_round[point][int(_float(record["round"]) or 0)].append(
-                _float(record["test_accuracy"])
-            )
+            value = _float(record.get(column))
+            if column != "test_accuracy" and value is None:
+                continue  # the success rate is not measured in every round (round 0)
+            by_round[point][int(_float(record["round"]) or 0)].append(value)
     return {
         point: {
             r: Cell(tuple(v for v in values if v is not None), len(values))
@@ -317,17 +413,69 @@ class Report:
     extras: tuple[str, ...]
     metric: str
     cells: dict[Point, Cell]
-    success: dict[Point, Cell]
+    success_stats: dict[str, dict[Point, Cell]]  # SUCCESS_STATS over the attack window
+    detectors: dict[Point, bool]  # whether a run at the point singles out clients
     precision: dict[Point, Cell]  # detection precision, mean over rounds
     recall: dict[Point, Cell]  # detection recall, mean over rounds
     fpr: dict[Point, Cell]  # benign clients flagged, mean over rounds
     lifespan: dict[Point, Cell]  # rounds a backdoor outlived its attack
     curves: dict[Point, dict[int, Cell]]
+    success_curves: dict[Point, dict[int, Cell]]
     duplicates: list[tuple[str, str]]
     shared: dict[str, Any]
     split_by: tuple[str, ...]
     heatmap_fraction: float | None
     command: str
+    setting_columns: tuple[str, ...] = ()
+    effective_columns: tuple[str, ...] = ()
+    sweeps: tuple[Sweep, ...] = ()
+    never_started: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (sweep, overrides)
+    latex: bool = False
+    plots: tuple[str, ...] = ()  # the PNGs drawn (simulator.report.plots.plots_of)
+
+    @property
+    def finished(self) -> list[Run]:
+        return [r for r in self.runs if r.status == "finished"]
+
+    def section_runs(self, setting: Setting) -> list[Run]:
+        """The finished runs (duplicates left out) a section's tables are made from."""
+        names = {row["run"] for row in self.kept if setting_of(row, self.extras) == setting}
+        return [r for r in self.finished if r.name in names]
+
+    @property
+    def kept(self) -> list[dict[str, Any]]:
+        dropped = {dup for dup, _ in self.duplicates}
+        return [row for row in self.rows if row["run"] not in dropped]
+
+    @functools.cached_property
+    def common_settings(self) -> list[SettingRow]:
+        """Settings with one value in every finished run: the core ones, those that differ
+        from the defaults and the partition's own."""
+        return [r for r in settings_rows(self.finished) if r.uniform]
+
+    def section_settings(self, setting: Setting) -> list[SettingRow]:
+        """The section's settings not already common to every run, its attack's own
+        parameters always, then the parameters its runs found themselves."""
+        common = {r.source for r in self.common_settings}
+        runs = self.section_runs(setting)
+        return [
+            *settings_rows(runs, always=("attack",), skip=tuple(common)),
+            *effective_rows(runs),
+        ]
+
+    @property
+    def total_runs(self) -> int:
+        """Runs found plus the sweep points never started: the sweeps' total."""
+        return len(self.runs) + len(self.never_started)
+
+    def warnings(self) -> dict[str, list[str]]:
+        """Each warning a finished run's summary recorded, with the runs that recorded it."""
+        found: dict[str, list[str]] = defaultdict(list)
+        for run in self.finished:
+            listed = run.summary.get("warnings")
+            for warning in listed if isinstance(listed, list) else ():
+                found[str(warning)].append(run.name)
+        return dict(found)
 
     @property
     def settings(self) -> list[Setting]:

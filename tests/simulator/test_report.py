@@ -39,6 +39,17 @@ def success(fraction: float, seed: int) -> float:
     return round(0.5 * fraction + 0.01 * seed, 6)
 
 
+def cell(values: list[float]) -> str:
+    """A table cell as the report should write it: mean ± 95% CI half-width (Student t,
+    n - 1 degrees of freedom, from scipy.stats), the sample sd and n."""
+    from scipy import stats
+
+    n = len(values)
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    half = stats.t.ppf(0.975, n - 1) * sd / n**0.5
+    return f"{mean:.3f} ± {half:.3f} (sd {sd:.3f}, n={n})"
+
+
 def config(strategy: str, attack: str, fraction: float, seed: int, **extra: Any) -> dict[str, Any]:
     """A composed config as Hydra writes it: unresolved interpolations included."""
     cfg = {
@@ -199,14 +210,22 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_results_csv_has_one_row_per_finished_run_with_values(sweep: dict[str, Any]) -> None:
     columns, rows = read_csv(sweep["out"] / "results.csv")
-    assert columns == [
+    identity = [
         "run", "dataset", "partition", "model", "strategy", "pre", "detect", "attack",
         "knowledge",
         "malicious_fraction", "num_clients", "clients_per_round", "num_rounds", "seed",
+    ]  # fmt: skip
+    results = [
         "final_accuracy", "best_accuracy", "best_round", "final_attack_success_rate",
-        "mean_detection_precision", "mean_detection_recall", "mean_detection_fpr",
+        "attack_success_rate_final", "attack_success_rate_max", "attack_success_rate_mean",
+        "detector", "mean_detection_precision", "mean_detection_recall", "mean_detection_fpr",
         "backdoor_lifespan", "wall_seconds", "config_digest",
     ]  # fmt: skip
+    assert columns[: len(identity)] == identity
+    assert columns[-len(results) :] == results
+    # the settings in between: the core ones and each attack's own, none twice
+    settings = columns[len(identity) : -len(results)]
+    assert {"lr", "attack.boost"} <= set(settings) and "num_rounds" not in settings
     assert len(rows) == len(RULES) * len(FRACTIONS) * len(SEEDS) * len(ATTACKS)
     by_run = {row["run"]: row for row in rows}
     assert "odd/unfinished" not in by_run and "odd/truncated" not in by_run
@@ -222,8 +241,10 @@ def test_results_csv_has_one_row_per_finished_run_with_values(sweep: dict[str, A
     assert float(fedavg["mean_detection_precision"]) == 0.5
     assert float(fedavg["mean_detection_recall"]) == 0.25
     assert float(fedavg["mean_detection_fpr"]) == 0.125
-    # boost=${num_clients} resolves to 10 everywhere: not a varying key, no extra column.
-    assert "attack.boost" not in columns
+    assert fedavg["detector"] == "1" and row["detector"] == "0"
+    assert float(fedavg["lr"]) == 0.3 and fedavg["attack.boost"] == ""
+    # boost=${num_clients} resolves to 10 everywhere: a setting, not a key that splits tables.
+    assert row["attack.boost"] == "10"
 
 
 def test_long_rounds_csv_has_every_round_of_every_finished_run(sweep: dict[str, Any]) -> None:
@@ -247,18 +268,16 @@ def _section(text: str, heading: str) -> str:
 def test_report_md_gives_mean_std_and_n_per_cell(sweep: dict[str, Any]) -> None:
     text = (sweep["out"] / "report.md").read_text()
     values = [accuracy("fedavg", "sign_flip", 0.4, s) for s in SEEDS]
-    cell = f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f} (n=2)"
     section = _section(text, "## Attack: sign_flip")
     row = next(line for line in section.splitlines() if line.startswith("| `fedavg`"))
-    assert row.split(" | ")[-1].rstrip(" |") == cell
+    assert row.split(" | ")[-1].rstrip(" |") == cell(values)
     assert "| rule | f = 0.2 | f = 0.4 |" in section
     assert "Attack success rate" not in section
     backdoor = _section(text, "## Attack: backdoor")
     rates = [success(0.2, s) for s in SEEDS]
-    rate = f"{statistics.fmean(rates):.3f} ± {statistics.stdev(rates):.3f} (n=2)"
-    assert "Attack success rate" in backdoor and rate in backdoor
+    assert "Attack success rate" in backdoor and cell(rates) in backdoor
     lifespan = backdoor.split("**Backdoor lifespan")[1].split("**")[1]
-    assert "| `fedavg` | 1.500 ± 0.707 (n=2) | 1.500 ± 0.707 (n=2) |" in lifespan  # 1, 2
+    assert f"| `fedavg` | {cell([1, 2])} | {cell([1, 2])} |" in lifespan
     assert "Backdoor lifespan" not in section
     assert f"`oleander-report {sweep['root']} --out {sweep['out']}`" in text
 
@@ -335,7 +354,7 @@ def test_runs_that_differ_in_other_settings_are_not_averaged(tmp_path: Path) -> 
     text = (tmp_path / "report.md").read_text()
     assert "## Attack: sign_flip (knowledge: partial, lr=0.1)" in text
     assert "## Attack: sign_flip (knowledge: partial, lr=0.3)" in text
-    assert "0.105 ± 0.007 (n=2)" in text and "0.305 ± 0.007 (n=2)" in text
+    assert cell([0.1, 0.11]) in text and cell([0.3, 0.31]) in text
 
 
 def test_the_same_config_twice_counts_once(tmp_path: Path) -> None:
@@ -346,7 +365,7 @@ def test_the_same_config_twice_counts_once(tmp_path: Path) -> None:
         (tmp_path / name / "summary.json").write_text(json.dumps(summary))
     main([str(tmp_path)])
     text = (tmp_path / "report.md").read_text()
-    assert "0.800 (n=1)" in text
+    assert "0.800 (n=1, no CI)" in text
     assert "- `b`: same config digest as `a`" in text
 
 
@@ -405,9 +424,12 @@ def test_report_md_has_a_detection_table_for_rules_that_flag(sweep: dict[str, An
     recall = precision.split("**Detection recall (mean over rounds)**")[1]
     precision = precision.split("**Detection recall")[0]
     # the synthetic fedavg runs flag with precision 0.5 and recall 0.25 in every round
-    assert "| `fedavg` | 0.500 ± 0.000 (n=2) | 0.500 ± 0.000 (n=2) |" in precision
-    assert "| `fedavg` | 0.250 ± 0.000 (n=2) | 0.250 ± 0.000 (n=2) |" in recall
-    fpr = recall.split("**False-positive rate: benign clients flagged (mean over rounds)**")[1]
-    assert "| `fedavg` | 0.125 ± 0.000 (n=2) | 0.125 ± 0.000 (n=2) |" in fpr
-    # the median flagged nobody: no row
-    assert "`median`" not in precision and "`median`" not in recall
+    assert f"| `fedavg` | {cell([0.5, 0.5])} | {cell([0.5, 0.5])} |" in precision
+    assert f"| `fedavg` | {cell([0.25, 0.25])} | {cell([0.25, 0.25])} |" in recall
+    title = "**Detection false-positive rate: benign clients flagged (mean over rounds)**"
+    fpr = recall.split(title)[1]
+    assert f"| `fedavg` | {cell([0.125] * 2)} | {cell([0.125] * 2)} |" in fpr
+    # the median flagged nobody (an older run without the summary's "detector"): not a 0
+    for table in (precision, recall, fpr):
+        assert "| `median` | not a detector | not a detector |" in table
+    assert "at most a / (n − m)" in section
