@@ -33,7 +33,7 @@ _OFFICIAL_SIZES = frozenset({16 + 60_000 * 28 * 28, 16 + 10_000 * 28 * 28, 8 + 6
 # MD5 of the official gzip-compressed files, as listed in torchvision's
 # torchvision/datasets/mnist.py (``MNIST``, ``FashionMNIST`` and ``KMNIST.resources``;
 # github.com/pytorch/vision). The two MNIST t10k values are also those of the official
-# files in shared/data/mnist (its README, and md5sum here).
+# files in shared/data/mnist (its README; md5sum agrees).
 _GZIP_MD5: dict[str, tuple[str, str]] = {
     "f68b3c2dcbeaaa9fbdd348bbdeb94873": ("mnist", "train-images-idx3-ubyte.gz"),
     "d53e105ee54ea40749a09fcbcd1e9432": ("mnist", "train-labels-idx1-ubyte.gz"),
@@ -49,8 +49,8 @@ _GZIP_MD5: dict[str, tuple[str, str]] = {
     "7320c461ea6c1c855c0b718fb2a4b134": ("kmnist", "t10k-labels-idx1-ubyte.gz"),
 }
 
-# SHA-256 of the official files once decompressed. The MNIST t10k values were computed
-# here from the official .gz files in shared/data/mnist (``zcat FILE | sha256sum``); the
+# SHA-256 of the official files once decompressed. The MNIST t10k values are those of the
+# official .gz files in shared/data/mnist, decompressed (``zcat FILE | sha256sum``); the
 # other values are those published in several independent public checksum tables of the
 # decompressed files, which agree with one another and, for MNIST t10k, with ours.
 _RAW_SHA256: dict[str, tuple[str, str]] = {

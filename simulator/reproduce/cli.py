@@ -119,11 +119,16 @@ def check_extra(overrides: Sequence[str]) -> None:
             )
 
 
-def check_cells(cells: Sequence[Cell]) -> dict[tuple[str, str], list[bool]]:
+def check_cells(
+    cells: Sequence[Cell], warned: list[str] | None = None
+) -> dict[tuple[str, str], list[bool]]:
     """Compose and validate every cell before any run; for each cell, which seeds already
-    finished with this very config (their summary.json carries its digest)."""
+    finished with this very config (their summary.json carries its digest). ``warned``
+    receives each cell's set-up warnings (``simulator.pitfalls``), named by the cell."""
+    from simulator.components import threat_model
     from simulator.config import ConfigError
     from simulator.main import finished_summary
+    from simulator.pitfalls import start_warnings
     from simulator.preflight import check_point
 
     done = {}
@@ -132,6 +137,9 @@ def check_cells(cells: Sequence[Cell]) -> dict[tuple[str, str], list[bool]]:
             cfg = check_point([*cell.overrides, *grid.QUIET, f"seed={cell.seeds[0]}"])
         except ConfigError as error:
             raise TableError(f"cell {cell.row} / {cell.column}: {error}") from None
+        if warned is not None:
+            found = start_warnings(cfg, threat_model(cfg), cell.overrides)
+            warned.extend(f"cell {cell.row} / {cell.column}: {w}" for w in found)
         flags = []
         for seed in cell.seeds:  # the seed is a plain integer: no need to compose again
             cfg.seed = seed
@@ -241,9 +249,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             t = _with_seeds(t, args.seeds)
         out = args.out or Path("reproduce") / (t.name + ("-quick" if args.quick else ""))
         cells = grid.cells(t, out, quick=args.quick, extra=tuple(args.overrides))
-        done = check_cells(cells)
+        warned: list[str] = []
+        done = check_cells(cells, warned)
     except TableError as error:
         fail(str(error))
+    for warning in warned:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     # The command that produces these runs (--no-run only rewrites the page: not recorded).
     given = argv if argv is not None else sys.argv[1:]
     command = shlex.join([PROG, *(a for a in given if a != "--no-run")])

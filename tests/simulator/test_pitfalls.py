@@ -10,8 +10,6 @@ import pytest
 from simulator.components import threat_model
 from simulator.pitfalls import end_warnings, start_warnings
 from simulator.preflight import CONFIG_DIR, compose_point
-from simulator.reproduce.grid import cells
-from simulator.reproduce.table import available, load
 from tests.conftest import compose_config, run_oleander
 from tests.golden.runs import BASE, CONFIGS
 
@@ -58,8 +56,13 @@ def test_the_suites_golden_configs_and_presets_warn_about_nothing() -> None:
         assert warnings_of(*BASE, *overrides) == [], name
     for preset in sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml")):
         # each point of the preset's own sweep, with the overrides its job is given
+        # (the rule and the seed change no warning: their first values stand for all)
         params = compose_point([f"experiment={preset}"]).hydra.sweeper.params or {}
-        values = [[f"{k}={v}" for v in str(params[k]).split(",")] for k in params]
+        first_only = ("strategy", "seed")
+        values = [
+            [f"{k}={v}" for v in str(params[k]).split(",")][: 1 if k in first_only else None]
+            for k in params
+        ]
         for point in itertools.product(*values):
             typed = (f"experiment={preset}", *point)
             assert warnings_of(*typed, asked=typed) == [], typed
@@ -68,16 +71,6 @@ def test_the_suites_golden_configs_and_presets_warn_about_nothing() -> None:
 def test_a_sweeps_clean_baseline_is_asked_for() -> None:
     typed = ("attack=alie", "malicious_fraction=0")
     assert warnings_of(*typed, asked=typed) == []
-
-
-def test_reproduced_tables_warn_only_where_the_paper_ran_no_attacker() -> None:
-    """Every cell of every packaged table: a cell may only be warned about for an attack
-    without attackers, and none is (a no-attack column uses attack=none)."""
-    for name in available():
-        for cell in cells(load(name), Path("unused")):
-            cfg = compose_config(*cell.overrides, f"seed={cell.seeds[0]}")
-            found = start_warnings(cfg, threat_model(cfg), cell.overrides)
-            assert found == [], (name, cell.row, cell.column, found)
 
 
 def test_a_z_that_sampling_made_small_is_warned_at_the_end() -> None:
