@@ -188,6 +188,12 @@ def prepare(
     )  # fmt: skip
 
 
+def warn_at_start(cfg: DictConfig) -> None:
+    """Log the set-up warnings of a run whose ServerApp runs in another process."""
+    for warning in start_warnings(cfg, threat_model(cfg), typed_overrides()):
+        log.warning("warning: %s", warning)
+
+
 def attack_line(cfg: DictConfig, threat: ThreatModel) -> str:
     """What the start-up line says of the attack: its name, who attacks, the f told."""
     if cfg.attack.name == "none":

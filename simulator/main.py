@@ -103,6 +103,7 @@ def simulate(
         if client_mods:
             raise ConfigError(f"engine={cfg.engine.name}: client mods run only in-process")
         quiet_libraries(cfg.verbose)
+        experiment.warn_at_start(cfg)  # the ServerApp's own log shows only the rounds
         return engine.submit(cfg, Path(output_dir), sweep_dir=sweep_dir)
     run = experiment.prepare(cfg, output_dir, sweep_dir=sweep_dir)
     stop = StopRequest()

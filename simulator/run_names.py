@@ -31,7 +31,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 RESOLVER = "oleander_run_name"
 INDEX = "runs.csv"
-MAX_NAME = 120
+MAX_NAME = 200  # file names may hold 255 bytes
 _SAFE = re.compile(r"[A-Za-z0-9._,=+\-]*")
 # Top-level keys (with everything under them) that change how a run is executed or shown,
 # never its numbers (simulator.main.NON_RESULT_KEYS and the thread count).
