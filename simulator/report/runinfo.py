@@ -32,11 +32,10 @@ from simulator.report.collect import (
 )
 from simulator.report.settings import effective_of, effective_text
 from simulator.report.tables import SUCCESS_STATS, _mean_defined, is_detector, success_stats
+from simulator.results import FLAGGED_WEIGHT  # a weight at or below it: left out
 
 PROG = "oleander-report"
 COMMANDS = ("show", "flagged")
-# A weight at or below this counts as "left out" (simulator.results.FLAGGED_WEIGHT).
-FLAGGED_WEIGHT = 1e-12
 
 
 def fail(message: str) -> NoReturn:
