@@ -28,15 +28,13 @@ from omegaconf import DictConfig, OmegaConf
 from simulator import __version__
 from simulator.config import ConfigError, validate
 from simulator.preflight import CONFIG_DIR, CONFIG_NAME, JOB_NAME, fail, preflight
-from simulator.run_names import record_run
+from simulator.run_names import NON_RESULT_KEYS, record_run
 from simulator.schema import build
 
 # torch, Flower and the data libraries are imported where a run needs them (simulate and
 # the modules it imports): --help, --cfg and bad input are answered without them.
 
 log = logging.getLogger("oleander")
-# Keys that change how a run is executed or shown, never its numbers.
-NON_RESULT_KEYS = ("engine", "progress", "verbose", "checkpoint_every", "logger")
 
 
 def config_digest(cfg: DictConfig) -> str:

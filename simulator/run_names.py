@@ -34,8 +34,11 @@ INDEX = "runs.csv"
 MAX_NAME = 200  # file names may hold 255 bytes
 _SAFE = re.compile(r"[A-Za-z0-9._,=+\-]*")
 # Top-level keys (with everything under them) that change how a run is executed or shown,
-# never its numbers (simulator.main.NON_RESULT_KEYS and the thread count).
-UNNAMED = ("engine", "progress", "verbose", "checkpoint_every", "logger", "torch_threads", "hydra")
+# never its numbers: left out of the config digest (simulator.main.config_digest) ...
+NON_RESULT_KEYS = ("engine", "progress", "verbose", "checkpoint_every", "logger")
+# ... and out of directory names, with the thread count (it may move the last float bits,
+# so the digest keeps it) and Hydra's own node.
+UNNAMED = (*NON_RESULT_KEYS, "torch_threads", "hydra")
 
 
 def is_path_key(key: str) -> bool:

@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator.report.collect import Run, _float, _get
+from simulator.run_names import UNNAMED
 from simulator.schema import GROUPS
 
-# Keys that never change a run's numbers (simulator.main.NON_RESULT_KEYS, and the thread
-# count Hydra leaves out of directory names): never settings here.
-IGNORED_TOP = ("engine", "progress", "verbose", "checkpoint_every", "logger", "torch_threads")
 # The table axes: rows (the rule and its stages), sections (the attack), columns (f).
 AXES = ("strategy.name", "pre.name", "detect.name", "attack.name", "malicious_fraction")
 # Listed whether or not they differ from the defaults: what a paper's set-up must state.
@@ -61,7 +59,8 @@ def is_setting(key: str) -> bool:
     """A key a reader of the results needs: not Hydra's, not how a run is shown, not a
     ``_target_``; a group's ``name`` is its choice (``dataset.name`` reads ``dataset``)."""
     parts = key.split(".")
-    if parts[0] in (*IGNORED_TOP, "hydra") or any(p.startswith("_") for p in parts):
+    # how a run is executed or shown (what names no run directory) is no setting
+    if parts[0] in UNNAMED or any(p.startswith("_") for p in parts):
         return False
     return key not in AXES
 

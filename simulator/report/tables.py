@@ -91,7 +91,7 @@ SETTING_COLUMNS = (
     "clients_per_round",
     "num_rounds",
 )
-# Keys that never change a run's numbers (simulator.main.NON_RESULT_KEYS), and the seed,
+# Keys that never change a run's numbers (simulator.run_names.NON_RESULT_KEYS), and the seed,
 # which the tables average over: a difference in these does not split a table.
 UNCOMPARED_KEYS = ("engine", "progress", "verbose", "seed", "hydra")
 ROUND_METRICS = ("test_accuracy",)
